@@ -178,7 +178,7 @@ class MaskedVideoAutoencoder(nn.Module):
         for k, v in self.state_dict().items():
             if k.startswith("encoder.fc_norm.") or k.startswith("encoder.head."):
                 continue
-            out[k] = v.detach().clone()
+            out[k] = v.detach().float().cpu().clone()
         return out
 
 
@@ -270,15 +270,19 @@ def save_checkpoint(model: MaskedVideoAutoencoder, cfg: PretrainConfig, path: st
 
 
 def pretrain(config: ViTConfig, clips: list[np.ndarray], cfg: PretrainConfig, out: str | os.PathLike,
-             progress: bool = True, half: bool = False, log=print) -> dict:
+             progress: bool = True, half: bool = False, log=print, device: str | torch.device = "cpu",
+             bf16: bool = False) -> dict:
     """Pre-train a masked video autoencoder on decoded `clips`, write the checkpoint to `out`
-    after every epoch, and return {"history": [...], "seconds": ..., "steps": ...}."""
+    after every epoch, and return {"history": [...], "seconds": ..., "steps": ...}.
+    Batches are cut on the CPU and moved to `device`; `bf16` runs the forward in bfloat16
+    autocast (weights and optimizer state stay float32)."""
     cfg.validate()
+    device = torch.device(device)
     from tqdm import tqdm
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = MaskedVideoAutoencoder(config, cfg)
+    model = MaskedVideoAutoencoder(config, cfg).to(device)
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         (no_decay if p.ndim < 2 or n.endswith("mask_token") else decay).append(p)
@@ -298,13 +302,14 @@ def pretrain(config: ViTConfig, clips: list[np.ndarray], cfg: PretrainConfig, ou
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             video = sample_batch(clips, idx, config.num_frames, config.img_size, cfg.frame_stride,
-                                 cfg.min_crop, rng)
-            mask = tube_mask(len(idx), grid, cfg.mask_ratio, gen)
+                                 cfg.min_crop, rng).to(device, non_blocking=True)
+            mask = tube_mask(len(idx), grid, cfg.mask_ratio, gen).to(device)
             for g in opt.param_groups:
                 # with a time budget, the cosine follows the larger of step and time spent
                 g["lr"] = lr_at(step, total, warmup, cfg.lr, cfg.min_lr, 0.0 if cfg.max_minutes is None
                                 else (time.time() - t0) / (60 * cfg.max_minutes))
-            loss = model.loss(video, mask)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = model.loss(video, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

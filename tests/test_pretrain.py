@@ -128,6 +128,19 @@ def test_cli_pretrain_on_a_folder(tmp_path):
     assert main(["pretrain", "--videos", str(tmp_path / "nothing"), "--out", str(out), "--model", "tiny"]) == 2
     assert main(["pretrain", "--videos", str(tmp_path / "u"), "--out", str(out), "--model", "tiny",
                  "--mask-ratio", "1.5"]) == 2
+    if not torch.cuda.is_available():                                   # a GPU asked for where there is none
+        assert main(["pretrain", "--videos", str(tmp_path / "u"), "--out", str(out), "--model", "tiny",
+                     "--device", "cuda"]) == 2
+
+
+def test_bf16_autocast_keeps_float32_weights(tmp_path):
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(0, 255, (6, 36, 36, 3), dtype=np.uint8) for _ in range(4)]
+    res = pretrain(TINY, clips, _cfg(epochs=1), tmp_path / "pt.pth", progress=False, log=lambda *_: None,
+                   device="cpu", bf16=True)
+    assert np.isfinite(res["history"][0]["loss"])
+    ckpt = torch.load(tmp_path / "pt.pth", map_location="cpu", weights_only=True)
+    assert all(v.dtype == torch.float32 for v in ckpt["model"].values())
 
 
 def test_bad_config_is_named():

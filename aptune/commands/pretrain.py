@@ -29,6 +29,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this much wall time")
     p.add_argument("--half", action="store_true", help="store weights in float16 (half the file size)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass (GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
 
@@ -49,7 +51,10 @@ def run(args) -> int:
     cfg.validate()
     config = get_config(args.model)
     clips = load_clips(list_videos(args.videos), progress=not args.no_progress)
-    result = pretrain(config, clips, cfg, args.out, progress=not args.no_progress, half=args.half)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: no CUDA device is available on this machine")
+    result = pretrain(config, clips, cfg, args.out, progress=not args.no_progress, half=args.half,
+                      device=args.device, bf16=args.bf16)
     h = result["history"]
     print(f"wrote {args.out}: {result['steps']} steps in {result['seconds'] / 60:.1f} min, "
           f"loss {h[0]['loss']:.4f} -> {h[-1]['loss']:.4f}")
