@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"data.{args.split}_list: not set in {args.config}")
     device = resolve_device(cfg.runtime, int(os.environ.get("LOCAL_RANK", "0")))
     info = D.init_distributed(device.type)
+    ok = False
     try:
         ds = VideoDataset(lst, root=d.root, mode="test", num_frames=d.num_frames, sampling_rate=d.sampling_rate,
                           img_size=d.img_size, sampling=d.sampling, num_clips=d.test_clips, num_crops=d.test_crops,
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             if m.get("skipped_videos"):
                 print(f"skipped {m['skipped_videos']} unreadable videos")
             print(f"wrote {out / 'metrics.json'} and {out / 'confusion.png'}")
+        ok = True
     finally:
-        D.cleanup()
+        D.cleanup(sync=ok)
     return 0

@@ -142,10 +142,13 @@ def train(cfg: Config, datasets: dict | None = None, resume: bool | str = False)
         cfg.optim.batch_size = cfg.optim.total_batch // (world_env * cfg.optim.accum_steps)
     device = resolve_device(cfg.runtime, int(os.environ.get("LOCAL_RANK", "0")))
     info = D.init_distributed(device.type)
+    ok = False
     try:
-        return _train(cfg, datasets, resume, device, info)
+        out = _train(cfg, datasets, resume, device, info)
+        ok = True
+        return out
     finally:
-        D.cleanup()
+        D.cleanup(sync=ok)
 
 
 def _train(cfg: Config, datasets, resume, device, info) -> dict:
