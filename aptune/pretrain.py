@@ -91,8 +91,10 @@ def patchify(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
 def reconstruction_target(video: torch.Tensor, tubelet: int, patch: int, norm_pix: bool = True,
                           eps: float = 1e-6) -> torch.Tensor:
     """Pixels in [0, 1] (un-normalised input) per tubelet, (B, N, t*p*p*3); with `norm_pix`
-    each patch and channel is standardised: (x - mean) / sqrt(var + eps), as VideoMAE (eps 1e-6;
-    a larger eps keeps flat, noisy patches from becoming unit-variance noise targets)."""
+    each patch and channel is standardised: (x - mean) / sqrt(var + eps). VideoMAE (and
+    transformers' VideoMAEForPreTraining) divide by sqrt(var) + 1e-6 instead; with eps 1e-6 the two
+    differ only on patches whose std is below about 1e-3, and eps inside the root acts as a variance
+    floor, so a larger eps keeps flat, noisy patches from becoming unit-variance noise targets."""
     mean = torch.tensor(IMAGENET_MEAN, device=video.device).view(1, 3, 1, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=video.device).view(1, 3, 1, 1, 1)
     x = patchify(video * std + mean, tubelet, patch)                        # (B, N, P, 3)

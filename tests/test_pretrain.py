@@ -146,3 +146,52 @@ def test_bf16_autocast_keeps_float32_weights(tmp_path):
 def test_bad_config_is_named():
     with pytest.raises(ValueError, match="decoder_dim"):
         _cfg(decoder_dim=30, decoder_heads=4).validate()
+
+
+def test_matches_hugging_face_videomae_for_pretraining():
+    """Same weights, same clip, same tube mask: aptune's masked autoencoder gives the predictions
+    and the normalised-pixel loss of transformers' VideoMAEForPreTraining (an independent
+    implementation of the official model), with weights mapped name by name below."""
+    from transformers import VideoMAEConfig, VideoMAEForPreTraining
+
+    from aptune.models.checkpoint_formats import _HF_RENAME, _convert_hf
+    hf_cfg = VideoMAEConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
+                            patch_size=8, tubelet_size=2, num_frames=4, image_size=32, use_mean_pooling=False,
+                            layer_norm_eps=1e-6, norm_pix_loss=True, decoder_hidden_size=32,
+                            decoder_num_attention_heads=2, decoder_intermediate_size=128, decoder_num_hidden_layers=2)
+    torch.manual_seed(0)
+    hf = VideoMAEForPreTraining(hf_cfg).eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():                        # perturb everything, so a misplaced tensor shows
+        for p in hf.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    hf.decoder.norm.eps = 1e-6                   # HF's decoder norm uses LayerNorm's default 1e-5
+
+    ours = MaskedVideoAutoencoder(TINY, _cfg(decoder_dim=32, decoder_depth=2, decoder_heads=2, norm_pix_eps=1e-6))
+    sd = hf.state_dict()
+    state = {f"encoder.{k}": v for k, v in _convert_hf(sd, None).state.items()}
+    state.update({"encoder.norm.weight": sd["videomae.layernorm.weight"],
+                  "encoder.norm.bias": sd["videomae.layernorm.bias"],
+                  "encoder_to_decoder.weight": sd["encoder_to_decoder.weight"], "mask_token": sd["mask_token"],
+                  "decoder.norm.weight": sd["decoder.norm.weight"], "decoder.norm.bias": sd["decoder.norm.bias"],
+                  "decoder.head.weight": sd["decoder.head.weight"], "decoder.head.bias": sd["decoder.head.bias"]})
+    for i in range(2):
+        pre = f"decoder.decoder_layers.{i}."
+        qkv = [sd[f"{pre}attention.attention.{n}.weight"] for n in ("query", "key", "value")]
+        state[f"decoder.blocks.{i}.attn.qkv.weight"] = torch.cat(qkv)
+        for k, v in sd.items():
+            if k.startswith(pre) and k[len(pre):] in _HF_RENAME:
+                state[f"decoder.blocks.{i}.{_HF_RENAME[k[len(pre):]]}"] = v
+    missing, unexpected = ours.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith("encoder.fc_norm") or k.startswith("encoder.head") for k in missing)
+    ours.eval()
+
+    video = torch.randn(2, 3, 4, 32, 32)                                 # normalised clip (B, C, T, H, W)
+    mask = tube_mask(2, TINY.grid(), 0.75, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = hf(video.permute(0, 2, 1, 3, 4), bool_masked_pos=mask)     # HF takes (B, T, C, H, W)
+        pred = ours(video, mask)
+        loss = ours.loss(video, mask)
+    torch.testing.assert_close(pred, ref.logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(loss, ref.loss, rtol=1e-4, atol=1e-5)
+    assert loss > 0.5                            # random weights: far from the targets, so a real comparison
