@@ -271,20 +271,44 @@ def save_checkpoint(model: MaskedVideoAutoencoder, cfg: PretrainConfig, path: st
         torch.save(ckpt, tmp)
 
 
+def load_autoencoder_weights(model: MaskedVideoAutoencoder, path: str | os.PathLike) -> None:
+    """Start `model` from the encoder, decoder and mask token of a pre-training checkpoint in the
+    official VideoMAE layout (one written by `pretrain`, or VideoMAE's own). Every tensor of the
+    model except the unused fine-tuning head must be there with the same shape."""
+    from .models.checkpoints import read_state, unwrap
+    state, _, _ = unwrap(read_state(path), str(path))
+    own = model.state_dict()
+    need = [k for k in own if not k.startswith(("encoder.fc_norm.", "encoder.head."))]
+    missing = [k for k in need if k not in state]
+    if missing:
+        raise ValueError(f"{path}: not a VideoMAE pre-training checkpoint for this model; missing "
+                         f"{len(missing)} tensors, e.g. {missing[:3]}")
+    wrong = [f"{k} {tuple(state[k].shape)} (model: {tuple(own[k].shape)})" for k in need
+             if state[k].shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"{path}: shapes differ from --model / decoder options: {wrong[:3]}")
+    model.load_state_dict({k: state[k].float() for k in need}, strict=False)
+
+
 def pretrain(config: ViTConfig, clips: list[np.ndarray], cfg: PretrainConfig, out: str | os.PathLike,
              progress: bool = True, half: bool = False, log=print, device: str | torch.device = "cpu",
-             bf16: bool = False) -> dict:
+             bf16: bool = False, init: str | os.PathLike | None = None) -> dict:
     """Pre-train a masked video autoencoder on decoded `clips`, write the checkpoint to `out`
     after every epoch, and return {"history": [...], "seconds": ..., "steps": ...}.
     Batches are cut on the CPU and moved to `device`; `bf16` runs the forward in bfloat16
-    autocast (weights and optimizer state stay float32)."""
+    autocast (weights and optimizer state stay float32). `init`: continue from the weights of a
+    pre-training checkpoint (optimizer and schedule start afresh), e.g. an official VideoMAE
+    checkpoint adapted to one's own unlabeled videos."""
     cfg.validate()
     device = torch.device(device)
     from tqdm import tqdm
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = MaskedVideoAutoencoder(config, cfg).to(device)
+    model = MaskedVideoAutoencoder(config, cfg)
+    if init is not None:
+        load_autoencoder_weights(model, init)
+    model = model.to(device)
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         (no_decay if p.ndim < 2 or n.endswith("mask_token") else decay).append(p)

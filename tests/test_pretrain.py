@@ -195,3 +195,28 @@ def test_matches_hugging_face_videomae_for_pretraining():
     torch.testing.assert_close(pred, ref.logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(loss, ref.loss, rtol=1e-4, atol=1e-5)
     assert loss > 0.5                            # random weights: far from the targets, so a real comparison
+
+
+def test_init_continues_from_a_pretraining_checkpoint(tmp_path):
+    from aptune.pretrain import load_autoencoder_weights
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(0, 255, (6, 36, 36, 3), dtype=np.uint8) for _ in range(4)]
+    first = tmp_path / "first.pth"
+    pretrain(TINY, clips, _cfg(), first, progress=False, log=lambda *_: None)
+    saved = torch.load(first, map_location="cpu", weights_only=True)["model"]
+    fresh = MaskedVideoAutoencoder(TINY, _cfg())
+    assert not torch.equal(fresh.state_dict()["decoder.head.weight"], saved["decoder.head.weight"])
+    load_autoencoder_weights(fresh, first)
+    for k, v in saved.items():
+        torch.testing.assert_close(fresh.state_dict()[k], v, msg=k)
+    # a run started from it with a zero learning rate writes the same weights back
+    again = tmp_path / "again.pth"
+    pretrain(TINY, clips, _cfg(lr=0.0, min_lr=0.0, weight_decay=0.0), again, progress=False,
+             log=lambda *_: None, init=first)
+    for k, v in torch.load(again, map_location="cpu", weights_only=True)["model"].items():
+        torch.testing.assert_close(v, saved[k], msg=k)
+    with pytest.raises(ValueError, match=r"first\.pth: shapes differ.*decoder"):
+        pretrain(TINY, clips, _cfg(decoder_dim=48), tmp_path / "x.pth", progress=False, init=first)
+    with pytest.raises(ValueError, match=r"not a VideoMAE pre-training checkpoint"):
+        torch.save({"model": {"encoder.norm.weight": torch.ones(64)}}, tmp_path / "bad.pth")
+        pretrain(TINY, clips, _cfg(), tmp_path / "y.pth", progress=False, init=tmp_path / "bad.pth")

@@ -26,6 +26,9 @@ def add_arguments(p) -> None:
     p.add_argument("--no-norm-pix-loss", action="store_true", help="reconstruct raw pixels, not per-patch normalised")
     p.add_argument("--norm-pix-eps", type=float, default=d.norm_pix_eps,
                    help="variance floor of the per-patch target normalisation")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from the encoder and decoder of this pre-training checkpoint (official VideoMAE "
+                        "layout, or one `aptune pretrain` wrote); optimizer and schedule start afresh")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this much wall time")
     p.add_argument("--half", action="store_true", help="store weights in float16 (half the file size)")
@@ -54,7 +57,7 @@ def run(args) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA device is available on this machine")
     result = pretrain(config, clips, cfg, args.out, progress=not args.no_progress, half=args.half,
-                      device=args.device, bf16=args.bf16)
+                      device=args.device, bf16=args.bf16, init=args.init)
     h = result["history"]
     print(f"wrote {args.out}: {result['steps']} steps in {result['seconds'] / 60:.1f} min, "
           f"loss {h[0]['loss']:.4f} -> {h[-1]['loss']:.4f}")
