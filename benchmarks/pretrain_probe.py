@@ -107,12 +107,14 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--decoder-depth", type=int, default=4)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--sizes", default="300,100,200", help="labeled train,val,test clips for the probe")
     args = p.parse_args()
     demo = DemoConfig()
     cfg = demo_synth_config(demo)
     device = torch.device(args.device)
     t0 = time.time()
-    data = {"train": labeled("train", 300, cfg), "val": labeled("val", 100, cfg), "test": labeled("test", 200, cfg)}
+    n_tr, n_va, n_te = (int(v) for v in args.sizes.split(","))
+    data = {"train": labeled("train", n_tr, cfg), "val": labeled("val", n_va, cfg), "test": labeled("test", n_te, cfg)}
     torch.manual_seed(0)
     rows = [("random init", 0.0, probe_model(aptune.create_model(args.model, num_classes=0), data,
                                             demo.sampling_rate, device))]
