@@ -260,23 +260,29 @@ def sample_batch(clips: list[np.ndarray], idx: np.ndarray, num_frames: int, size
 
 # ---- training -----------------------------------------------------------------------------
 def save_checkpoint(model: MaskedVideoAutoencoder, cfg: PretrainConfig, path: str | os.PathLike,
-                    history: list[dict], half: bool = False) -> None:
+                    history: list[dict], half: bool = False, parent: dict | None = None) -> None:
+    """Write the official VideoMAE pre-training layout plus aptune's metadata; `parent` (the
+    metadata of the checkpoint this run continued from, see `load_autoencoder_weights`) is kept
+    under aptune.init so a continued run still records its whole recipe."""
     from .io import atomic_path
     state = model.videomae_state_dict()
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     ckpt = {"model": state, "aptune": {"backbone": model.config.to_dict(), "pretrain": asdict(cfg),
                                       "history": history}}
+    if parent is not None:
+        ckpt["aptune"]["init"] = parent
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
 
 
-def load_autoencoder_weights(model: MaskedVideoAutoencoder, path: str | os.PathLike) -> None:
+def load_autoencoder_weights(model: MaskedVideoAutoencoder, path: str | os.PathLike) -> dict:
     """Start `model` from the encoder, decoder and mask token of a pre-training checkpoint in the
     official VideoMAE layout (one written by `pretrain`, or VideoMAE's own). Every tensor of the
-    model except the unused fine-tuning head must be there with the same shape."""
+    model except the unused fine-tuning head must be there with the same shape. Returns the
+    file's lineage for `save_checkpoint(parent=...)`: its name and aptune metadata, if any."""
     from .models.checkpoints import read_state, unwrap
-    state, _, _ = unwrap(read_state(path), str(path))
+    state, _, extras = unwrap(read_state(path), str(path))
     own = model.state_dict()
     need = [k for k in own if not k.startswith(("encoder.fc_norm.", "encoder.head."))]
     missing = [k for k in need if k not in state]
@@ -288,6 +294,8 @@ def load_autoencoder_weights(model: MaskedVideoAutoencoder, path: str | os.PathL
     if wrong:
         raise ValueError(f"{path}: shapes differ from --model / decoder options: {wrong[:3]}")
     model.load_state_dict({k: state[k].float() for k in need}, strict=False)
+    meta = extras.get("aptune")
+    return {"file": os.path.basename(os.fspath(path)), **(meta if isinstance(meta, dict) else {})}
 
 
 def pretrain(config: ViTConfig, clips: list[np.ndarray], cfg: PretrainConfig, out: str | os.PathLike,
@@ -306,8 +314,7 @@ def pretrain(config: ViTConfig, clips: list[np.ndarray], cfg: PretrainConfig, ou
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = MaskedVideoAutoencoder(config, cfg)
-    if init is not None:
-        load_autoencoder_weights(model, init)
+    parent = load_autoencoder_weights(model, init) if init is not None else None
     model = model.to(device)
     decay, no_decay = [], []
     for n, p in model.named_parameters():
@@ -350,7 +357,7 @@ def pretrain(config: ViTConfig, clips: list[np.ndarray], cfg: PretrainConfig, ou
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "steps": step,
                         "seconds": round(time.time() - t0, 1)})
         log(f"epoch {epoch}: loss {history[-1]['loss']:.4f} ({history[-1]['seconds']:.0f} s)")
-        save_checkpoint(model, cfg, out, history, half=half)
+        save_checkpoint(model, cfg, out, history, half=half, parent=parent)
         if stop:
             log(f"stopped after {cfg.max_minutes} minutes (max_minutes)")
             break

@@ -213,8 +213,14 @@ def test_init_continues_from_a_pretraining_checkpoint(tmp_path):
     again = tmp_path / "again.pth"
     pretrain(TINY, clips, _cfg(lr=0.0, min_lr=0.0, weight_decay=0.0), again, progress=False,
              log=lambda *_: None, init=first)
-    for k, v in torch.load(again, map_location="cpu", weights_only=True)["model"].items():
+    written = torch.load(again, map_location="cpu", weights_only=True)
+    for k, v in written["model"].items():
         torch.testing.assert_close(v, saved[k], msg=k)
+    # the continued checkpoint keeps the recipe of the one it started from
+    first_meta = torch.load(first, map_location="cpu", weights_only=True)["aptune"]
+    assert written["aptune"]["init"]["file"] == "first.pth"
+    assert written["aptune"]["init"]["history"] == first_meta["history"]
+    assert written["aptune"]["pretrain"]["lr"] == 0.0 and first_meta["pretrain"]["lr"] != 0.0
     with pytest.raises(ValueError, match=r"first\.pth: shapes differ.*decoder"):
         pretrain(TINY, clips, _cfg(decoder_dim=48), tmp_path / "x.pth", progress=False, init=first)
     with pytest.raises(ValueError, match=r"not a VideoMAE pre-training checkpoint"):
