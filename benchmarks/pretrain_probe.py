@@ -2,6 +2,8 @@
 against a random-init backbone of the same shape: the measurement issue 5's acceptance asks for.
 
     python benchmarks/pretrain_probe.py --checkpoint aptune/assets/videomae-demo.pth
+    python benchmarks/pretrain_probe.py --checkpoint aptune/assets/videomae-demo.pth \
+        --sizes 2000,300,1000 --random-seeds 0,1,2,3        # the numbers in docs/PRETRAIN.md
     python benchmarks/pretrain_probe.py --minutes 4 --mask-ratio 0.9 --norm-pix-eps 0.01
     python benchmarks/pretrain_probe.py --minutes 25 --no-norm-pix --probe-every 5 --device cuda
 
@@ -108,6 +110,7 @@ def main() -> None:
     p.add_argument("--decoder-depth", type=int, default=4)
     p.add_argument("--device", default="cpu")
     p.add_argument("--sizes", default="300,100,200", help="labeled train,val,test clips for the probe")
+    p.add_argument("--random-seeds", default="0", help="comma-separated seeds: one random-init row each")
     args = p.parse_args()
     demo = DemoConfig()
     cfg = demo_synth_config(demo)
@@ -115,10 +118,12 @@ def main() -> None:
     t0 = time.time()
     n_tr, n_va, n_te = (int(v) for v in args.sizes.split(","))
     data = {"train": labeled("train", n_tr, cfg), "val": labeled("val", n_va, cfg), "test": labeled("test", n_te, cfg)}
-    torch.manual_seed(0)
-    rows = [("random init", 0.0, probe_model(aptune.create_model(args.model, num_classes=0), data,
-                                            demo.sampling_rate, device))]
-    print(f"random init: {rows[-1][2]}  ({time.time() - t0:.0f} s)", flush=True)
+    rows = []
+    for seed in (int(v) for v in args.random_seeds.split(",")):
+        torch.manual_seed(seed)
+        rows.append((f"random init (seed {seed})", 0.0, probe_model(aptune.create_model(args.model, num_classes=0),
+                                                                     data, demo.sampling_rate, device)))
+        print(f"{rows[-1][0]}: {rows[-1][2]}  ({time.time() - t0:.0f} s)", flush=True)
     if args.checkpoint:
         m = aptune.create_model(args.model, num_classes=0, checkpoint=args.checkpoint)
         rows.append((os.path.basename(args.checkpoint), 0.0, probe_model(m, data, demo.sampling_rate, device)))
