@@ -218,8 +218,9 @@ def write_results(out: Path, rows: list[dict], cfg: DemoConfig, total_seconds: f
     plot_results(rows, out / "results.png")
 
 
-def plot_results(rows: list[dict], path: Path) -> None:
-    """Top-1 against tunable parameters (log scale), one labelled point per method."""
+def plot_results(rows: list[dict], path: Path) -> list:
+    """Top-1 against tunable parameters (log scale), one labelled point per method; labels move
+    around their point to avoid each other and the frame. Returns the label boxes (pixels)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -228,9 +229,23 @@ def plot_results(rows: list[dict], path: Path) -> None:
     for r in rows:
         marker = "*" if r["name"] == "apt" else ("x" if not r["pretrained"] else "o")
         ax.scatter(r["tunable_params"], r["top1"], marker=marker, s=80 if marker == "*" else 40)
-        ax.annotate(r["method"], (r["tunable_params"], r["top1"]), textcoords="offset points", xytext=(5, 4),
-                    fontsize=8)
     ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.12)
+    fig.canvas.draw()
+    placed, frame = [], ax.get_window_extent()   # label boxes so far (display coords); the axes box
+    for r in rows:
+        for dx, dy, ha in ((5, 4, "left"), (5, -11, "left"), (-5, 4, "right"), (-5, -11, "right"), (5, 14, "left")):
+            t = ax.annotate(r["method"], (r["tunable_params"], r["top1"]), textcoords="offset points",
+                            xytext=(dx, dy), fontsize=8, ha=ha)
+            box = t.get_window_extent(fig.canvas.get_renderer())
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(b) for b in placed):
+                break
+            t.remove()
+        else:
+            t = ax.annotate(r["method"], (r["tunable_params"], r["top1"]), textcoords="offset points",
+                            xytext=(5, 4), fontsize=8)
+        placed.append(t.get_window_extent(fig.canvas.get_renderer()))
     ax.set_xlabel("tunable parameters")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title("aptune demo: accuracy vs tunable parameters")
@@ -239,3 +254,4 @@ def plot_results(rows: list[dict], path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+    return placed

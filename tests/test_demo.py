@@ -4,7 +4,7 @@ import json
 import torch
 
 from aptune import count_parameters, create_model, get_config
-from aptune.demo import DemoConfig, DemoRow, demo_checkpoint, ensure_dataset, format_table, run_demo
+from aptune.demo import DemoConfig, DemoRow, demo_checkpoint, ensure_dataset, format_table, plot_results, run_demo
 from aptune.pretrain import MaskedVideoAutoencoder, PretrainConfig, read_pretrain_config, save_checkpoint
 
 
@@ -47,3 +47,17 @@ def test_tiny_demo_end_to_end(tmp_path):
     stamp = (out / "data" / "train.txt").stat().st_mtime_ns
     ensure_dataset(cfg)
     assert (out / "data" / "train.txt").stat().st_mtime_ns == stamp
+
+
+def test_plot_labels_do_not_collide(tmp_path):
+    # two methods at the same place (as AdaptFormer and Approx. prompt were in a real run) and one at the
+    # right edge: every label must stay readable inside the frame
+    rows = [{"method": m, "name": n, "pretrained": True, "tunable_params": p, "top1": t}
+            for m, n, p, t in [("AdaptFormer (16)", "adaptformer", 40426, 27.0),
+                               ("Approx. prompt (16)", "approx_prompt", 29968, 27.0),
+                               ("APT (16)", "apt", 14794, 21.0), ("Full fine-tuning", "full", 2744266, 24.0)]]
+    boxes = plot_results(rows, tmp_path / "p.png")
+    assert len(boxes) == 4 and (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for i in range(4):
+        for j in range(i):
+            assert not boxes[i].overlaps(boxes[j]), (rows[i]["method"], rows[j]["method"])
