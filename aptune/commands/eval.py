@@ -57,9 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if not lst:
         raise ValueError(f"data.{args.split}_list: not set in {args.config}")
     device = resolve_device(cfg.runtime, int(os.environ.get("LOCAL_RANK", "0")))
-    info = D.init_distributed(device.type)
-    ok = False
-    try:
+    with D.process_group(device.type) as info:
         ds = VideoDataset(lst, root=d.root, mode="test", num_frames=d.num_frames, sampling_rate=d.sampling_rate,
                           img_size=d.img_size, sampling=d.sampling, num_clips=d.test_clips, num_crops=d.test_crops,
                           skip_bad_videos=d.skip_bad_videos, short_side=d.short_side, seed=cfg.runtime.seed)
@@ -74,7 +72,4 @@ def run(args: argparse.Namespace) -> int:
             if m.get("skipped_videos"):
                 print(f"skipped {m['skipped_videos']} unreadable videos")
             print(f"wrote {out / 'metrics.json'} and {out / 'confusion.png'}")
-        ok = True
-    finally:
-        D.cleanup(sync=ok)
     return 0

@@ -9,6 +9,7 @@ this loses DDP's overlap of communication with backward; correctness is the same
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -52,6 +53,19 @@ def cleanup(sync: bool = False) -> None:
         if sync and dist.get_world_size() > 1:
             dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device_type: str):
+    """`with process_group(device.type) as info:` joins the group for the body and leaves it after;
+    a body that ends normally first waits for every rank (cleanup(sync=True))."""
+    info = init_distributed(device_type)
+    ok = False
+    try:
+        yield info
+        ok = True
+    finally:
+        cleanup(sync=ok)
 
 
 def exit_worker(rc: int) -> None:

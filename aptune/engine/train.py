@@ -141,14 +141,8 @@ def train(cfg: Config, datasets: dict | None = None, resume: bool | str = False)
     if cfg.optim.total_batch is not None:
         cfg.optim.batch_size = cfg.optim.total_batch // (world_env * cfg.optim.accum_steps)
     device = resolve_device(cfg.runtime, int(os.environ.get("LOCAL_RANK", "0")))
-    info = D.init_distributed(device.type)
-    ok = False
-    try:
-        out = _train(cfg, datasets, resume, device, info)
-        ok = True
-        return out
-    finally:
-        D.cleanup(sync=ok)
+    with D.process_group(device.type) as info:
+        return _train(cfg, datasets, resume, device, info)
 
 
 def _train(cfg: Config, datasets, resume, device, info) -> dict:
