@@ -231,26 +231,31 @@ def plot_results(rows: list[dict], path: Path) -> list:
         ax.scatter(r["tunable_params"], r["top1"], marker=marker, s=80 if marker == "*" else 40)
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.12)
+    ax.set_xlabel("tunable parameters")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("aptune demo: accuracy vs tunable parameters")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()               # the layout is final before labels are placed in pixels
     fig.canvas.draw()
-    placed, frame = [], ax.get_window_extent()   # label boxes so far (display coords); the axes box
+    renderer, frame = fig.canvas.get_renderer(), ax.get_window_extent()   # pixels: the axes box
+
+    def label(r: dict, dx: int, dy: int, ha: str = "left"):
+        t = ax.annotate(r["method"], (r["tunable_params"], r["top1"]), textcoords="offset points",
+                        xytext=(dx, dy), fontsize=8, ha=ha)
+        return t, t.get_window_extent(renderer)
+
+    spots = ((5, 4, "left"), (5, -11, "left"), (-5, 4, "right"), (-5, -11, "right"), (5, 14, "left"))
+    placed = []                      # label boxes so far; a label takes the first spot that hits none
     for r in rows:
-        for dx, dy, ha in ((5, 4, "left"), (5, -11, "left"), (-5, 4, "right"), (-5, -11, "right"), (5, 14, "left")):
-            t = ax.annotate(r["method"], (r["tunable_params"], r["top1"]), textcoords="offset points",
-                            xytext=(dx, dy), fontsize=8, ha=ha)
-            box = t.get_window_extent(fig.canvas.get_renderer())
+        for spot in spots:
+            t, box = label(r, *spot)
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
             if inside and not any(box.overlaps(b) for b in placed):
                 break
             t.remove()
         else:
-            t = ax.annotate(r["method"], (r["tunable_params"], r["top1"]), textcoords="offset points",
-                            xytext=(5, 4), fontsize=8)
-        placed.append(t.get_window_extent(fig.canvas.get_renderer()))
-    ax.set_xlabel("tunable parameters")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title("aptune demo: accuracy vs tunable parameters")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+            t, box = label(r, *spots[0])
+        placed.append(box)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
