@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from .errors import ConfigError, MissingFileError
+
 
 @dataclass
 class DataConfig:
@@ -125,14 +127,14 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict, source: str = "<dict>") -> "Config":
         if not isinstance(d, dict):
-            raise ValueError(f"{source}: top level must be a mapping of sections, got {type(d).__name__}")
+            raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(d).__name__}")
         _check_keys(d, SECTIONS, source, "")
         cfg = cls(source=source)
         for name, sec in d.items():
             if sec is None:
                 continue
             if not isinstance(sec, dict):
-                raise ValueError(f"{source}: section '{name}' must be a mapping, got {sec!r}")
+                raise ConfigError(f"{source}: section '{name}' must be a mapping, got {sec!r}")
             if name == "method":
                 sec = dict(sec)
                 cfg.method = MethodConfig(name=str(sec.pop("name", "apt")), options=sec)
@@ -150,7 +152,7 @@ class Config:
         from .models.zoo import get_config, list_models
 
         def bad(key, msg):
-            raise ValueError(f"{self.source}: {key}: {msg}")
+            raise ConfigError(f"{self.source}: {key}: {msg}")
 
         d, o, r = self.data, self.optim, self.runtime
         if self.model.name not in list_models():
@@ -158,10 +160,10 @@ class Config:
         vit = get_config(self.model.name)
         if self.method.name not in list_methods():
             bad("method.name", f"unknown method {self.method.name!r}; known: {', '.join(list_methods())}")
-        get_method(self.method.name)
+        spec = get_method(self.method.name)
         try:
             mcfg = make_config(self.method.name, **self.method.options)
-        except (TypeError, ValueError) as e:
+        except ConfigError as e:
             bad("method", str(e))
         layers = getattr(mcfg, "layers", None)
         if layers is not None:
@@ -206,9 +208,9 @@ class Config:
             bad("runtime.device", f"must be auto, cpu or cuda, got {r.device!r}")
         if r.amp not in ("auto", "bf16", "fp16", "none"):
             bad("runtime.amp", f"must be auto, bf16, fp16 or none, got {r.amp!r}")
-        if r.cache_features and self.method.name != "linear":
-            bad("runtime.cache_features", f"only linear probing can train on cached features, "
-                f"method is {self.method.name!r}")
+        if r.cache_features and not spec.caches_features:
+            bad("runtime.cache_features", f"method {self.method.name!r} trains more than the head, so it cannot "
+                "train on cached features (linear probing can)")
         if r.cache_views < 1:
             bad("runtime.cache_views", f"must be >= 1, got {r.cache_views}")
         if self.output.keep_last < 1:
@@ -233,7 +235,7 @@ def _check_keys(d: dict, known: list[str], source: str, prefix: str) -> None:
         if k not in known:
             close = difflib.get_close_matches(str(k), known, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {', '.join(known)}"
-            raise ValueError(f"{source}: unknown key '{prefix}{k}'{hint}")
+            raise ConfigError(f"{source}: unknown key '{prefix}{k}'{hint}")
 
 
 def _field_type(dc, name: str) -> str:
@@ -245,7 +247,7 @@ def _coerce(v: Any, typ: str, source: str, key: str) -> Any:
     if v is None:
         if "None" in typ:
             return None
-        raise ValueError(f"{source}: {key}: may not be null")
+        raise ConfigError(f"{source}: {key}: may not be null")
     base = typ.split("|")[0].strip()
     if base == "float" and isinstance(v, str):   # YAML 1.1 reads 5e-4 (no dot) as a string
         try:
@@ -257,24 +259,24 @@ def _coerce(v: Any, typ: str, source: str, key: str) -> Any:
           "bool": isinstance(v, bool), "str": isinstance(v, str), "list": isinstance(v, list),
           "dict": isinstance(v, dict)}.get(base, True)
     if not ok:
-        raise ValueError(f"{source}: {key}: expected {base}, got {v!r}")
+        raise ConfigError(f"{source}: {key}: expected {base}, got {v!r}")
     return float(v) if base == "float" else v
 
 
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise MissingFileError(f"config file not found: {path}")
     try:
         d = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ValueError(f"{path}:{where}: malformed YAML: {problem}") from None
+        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
     if d is None:
         return {}
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: top level must be a mapping of sections, got {type(d).__name__}")
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(d).__name__}")
     return d
 
 
@@ -288,7 +290,7 @@ def _merge(a: dict, b: dict) -> dict:
 def _load_tree(path: Path, seen: tuple = ()) -> dict:
     path = path.resolve()
     if path in seen:
-        raise ValueError(f"{path}: _base_ include cycle")
+        raise ConfigError(f"{path}: _base_ include cycle")
     d = _read_yaml(path)
     bases = d.pop("_base_", [])
     merged: dict = {}
@@ -300,18 +302,18 @@ def _load_tree(path: Path, seen: tuple = ()) -> dict:
 def apply_override(d: dict, item: str) -> dict:
     """`a.b=value` with value parsed as a YAML scalar (or list) into the nested dict d."""
     if "=" not in item:
-        raise ValueError(f"override {item!r}: expected section.key=value")
+        raise ConfigError(f"override {item!r}: expected section.key=value")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
     if len(parts) != 2 or not all(parts):
-        raise ValueError(f"override {item!r}: key must be section.key, e.g. optim.lr=0.01")
+        raise ConfigError(f"override {item!r}: key must be section.key, e.g. optim.lr=0.01")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
-        raise ValueError(f"override {item!r}: value is not valid YAML") from None
+        raise ConfigError(f"override {item!r}: value is not valid YAML") from None
     sec = d.setdefault(parts[0], {})
     if not isinstance(sec, dict):
-        raise ValueError(f"override {item!r}: section {parts[0]!r} is not a mapping")
+        raise ConfigError(f"override {item!r}: section {parts[0]!r} is not a mapping")
     sec[parts[1]] = value
     return d
 

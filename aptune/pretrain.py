@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from .data.prepare import VIDEO_EXTENSIONS
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .engine.optim import lr_at
-from .models.layers import Block, sinusoid_table, trunc_normal_init
-from .models.vit import ViTConfig, VisionTransformer
+from .models.layers import Block, TokenLayout, sinusoid_table, trunc_normal_init
+from .models.videomae import ViTConfig, VisionTransformer
 
 
 
@@ -107,13 +107,14 @@ def reconstruction_target(video: torch.Tensor, tubelet: int, patch: int, norm_pi
 class Decoder(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, out_dim: int, norm_eps: float = 1e-6):
         super().__init__()
-        self.blocks = nn.ModuleList([Block(dim, heads, 4.0, True, norm_eps) for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(dim, heads, 4.0, "qv", norm_eps) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.head = nn.Linear(dim, out_dim)
 
     def forward(self, x: torch.Tensor, n_out: int) -> torch.Tensor:
+        layout = TokenLayout(frames=1, grid=(1, 1, x.shape[1]))            # one flat sequence
         for blk in self.blocks:
-            x = blk(x)
+            x, layout = blk(x, layout)
         return self.head(self.norm(x[:, -n_out:]))                          # the last n_out tokens
 
 
@@ -140,8 +141,9 @@ class MaskedVideoAutoencoder(nn.Module):
         enc = self.encoder
         x = self.embed_visible(video, mask)                                 # (B, N_vis, C)
         B, N = mask.shape
+        layout = TokenLayout(frames=video.shape[2], grid=(1, 1, x.shape[1]))  # the visible tokens
         for blk in enc.blocks:
-            x = blk(x)
+            x, layout = blk(x, layout)
         x = self.encoder_to_decoder(enc.norm(x))                            # (B, N_vis, D)
         D = x.shape[-1]
         pos = sinusoid_table(N, D).to(x).expand(B, N, D)

@@ -97,8 +97,9 @@ def plain_from_aptune(model) -> PlainViT:
     """A PlainViT with `model`'s weights (an aptune VisionTransformer, base or APT), in eval mode,
     with the backbone frozen and the prompts, scales, fc_norm and head trainable (APT's set).
     The position table is copied for the model's configured clip size."""
-    if model.method not in (None, "apt", "linear"):
-        raise ValueError(f"plain model supports the base model and APT only, not method {model.method!r}")
+    name = model.tuning.name if model.tuning is not None else None
+    if name not in (None, "apt", "linear"):
+        raise ValueError(f"plain model supports the base model and APT only, not method {name!r}")
     c = model.config
     plain = PlainViT(c)
     sd = model.state_dict()

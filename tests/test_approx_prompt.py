@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 import aptune
 from aptune.methods.approx_prompt import ApproxPrompt
+from aptune.models.layers import TokenLayout
 from aptune.models.zoo import get_config
 
 
@@ -99,7 +100,7 @@ def test_zero_prompts_equal_base_and_gradients(overrides, frames):
         ad = model.blocks[i].attn_adapter
         for n, p in ad.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, f"block {i} {n} got no gradient"
-    trainable = set(model.trainable_names)
+    trainable = set(model.tuning.trainable_names)
     for n, p in model.named_parameters():
         assert (p.grad is not None) == (n in trainable), n
     assert model.blocks[0].attn_adapter is None and model.blocks[2].attn_adapter is None
@@ -113,9 +114,10 @@ def test_block_output_uses_attention_input_and_output():
         ad.prompts.normal_(0, 0.5)
         ad.log_scale.fill_(-0.4)
         x = torch.randn(2, 32, 64)
+        layout = TokenLayout(frames=4, grid=(2, 4, 4))
         h = blk.norm1(x)
         x1 = x + reference(h, blk.attn(h), ad.prompts, ad.down, ad.up, ad.log_scale)
-        torch.testing.assert_close(blk(x), x1 + blk.mlp(blk.norm2(x1)))
+        torch.testing.assert_close(blk(x, layout)[0], x1 + blk.mlp(blk.norm2(x1)))
 
 
 def test_no_prompts_and_bad_options():

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import aptune
-from aptune.models.checkpoints import UnsafeCheckpointError, config_from_hf, load_checkpoint
+from aptune.models.checkpoints import UnsafeCheckpointError, load_checkpoint, read_checkpoint
 
 TINY = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256, patch_size=8,
             tubelet_size=2, num_frames=4, image_size=32)
@@ -136,7 +136,7 @@ def test_official_pretrain_roundtrip(tmp_path):
     assert "encoder.norm.weight" in rep["dropped"] and "mask_token" in rep["dropped"]
     x = clip()
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_tokens(x), src.forward_tokens(x), rtol=0, atol=0)
+        torch.testing.assert_close(model.forward_tokens(x)[0], src.forward_tokens(x)[0], rtol=0, atol=0)
 
 
 def _deepspeed(sd):
@@ -193,7 +193,7 @@ def test_hf_classifier_folder_matches_transformers(tmp_path):
     hf, folder = _hf_classifier(tmp_path)
     x = clip()
     ref = _hf_logits(hf, x)
-    cfg = config_from_hf(folder)
+    cfg = read_checkpoint(folder).config
     assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio, cfg.num_classes) == (64, 4, 4, 4.0, 5)
     assert (cfg.norm_eps, cfg.fc_norm_eps) == (1e-12, 1e-5)
     for model in (aptune.create_model(folder), aptune.create_model("tiny", num_classes=5, checkpoint=folder)):
@@ -237,10 +237,10 @@ def test_hf_videomae_model_features(tmp_path):
     assert model.config.num_classes == 0
     assert set(model.checkpoint_report["missing"]) == {"fc_norm.weight", "fc_norm.bias"}
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_tokens(x), ref, rtol=1e-5, atol=1e-5)
-    bare = aptune.create_model(config_from_hf(tmp_path / "enc"), checkpoint=tmp_path / "enc.bin").eval()
+        torch.testing.assert_close(model.forward_tokens(x)[0], ref, rtol=1e-5, atol=1e-5)
+    bare = aptune.create_model(read_checkpoint(tmp_path / "enc").config, checkpoint=tmp_path / "enc.bin").eval()
     with torch.no_grad():
-        torch.testing.assert_close(bare.forward_tokens(x), ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(bare.forward_tokens(x)[0], ref, rtol=1e-5, atol=1e-5)
 
 
 def test_hf_pretraining_folder_drops_decoder_and_final_norm(tmp_path):
@@ -256,7 +256,7 @@ def test_hf_pretraining_folder_drops_decoder_and_final_norm(tmp_path):
     x = clip()
     with torch.no_grad():   # the encoder's tokens before HF's final LayerNorm
         ref = hf.videomae.encoder(hf.videomae.embeddings(x.permute(0, 2, 1, 3, 4), None)).last_hidden_state
-        torch.testing.assert_close(model.forward_tokens(x), ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.forward_tokens(x)[0], ref, rtol=1e-5, atol=1e-5)
 
 
 def test_hf_config_mismatch_names_field(tmp_path):

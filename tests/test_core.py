@@ -118,7 +118,7 @@ def test_reparam_off_has_no_scale_and_layers_select_blocks():
     model = aptune.create_model("tiny", num_classes=3, method="apt", num_prompts=2, reparam=False, layers=[2, 3])
     assert [i for i, b in enumerate(model.blocks) if b.kv_prompts is not None] == [2, 3]
     assert model.blocks[2].kv_prompts.scale is None
-    assert sorted(model.trainable_names) == sorted(
+    assert sorted(model.tuning.trainable_names) == sorted(
         ["blocks.2.kv_prompts.key", "blocks.2.kv_prompts.value", "blocks.3.kv_prompts.key",
          "blocks.3.kv_prompts.value", "fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias"])
 
@@ -155,7 +155,7 @@ def test_gradients_reach_only_what_trains_and_backbone_stays_in_eval():
     assert not model.blocks[1].drop_path.training and not model.pos_drop.training
     loss = model(video()).logsumexp(-1).sum()
     loss.backward()
-    names = set(model.trainable_names)
+    names = set(model.tuning.trainable_names)
     for n, p in model.named_parameters():
         assert (p.grad is not None) == (n in names), n
     model.eval()
@@ -169,7 +169,7 @@ def test_frozen_prefix_runs_without_autograd_and_keeps_gradients():
                                           prompt_dropout=0.0))
     assert last2.num_frozen_blocks() == 2
     seen = []
-    last2.blocks[1].register_forward_hook(lambda m, i, o: seen.append(o.requires_grad))
+    last2.blocks[1].register_forward_hook(lambda m, i, o: seen.append(o[0].requires_grad))
     last2(x).sum().backward()
     assert seen == [False]
     fast = {n: p.grad.clone() for n, p in last2.named_parameters() if p.grad is not None}
@@ -184,7 +184,7 @@ def test_adapter_round_trip(tmp_path):
     torch.manual_seed(0)
     model = randomise(aptune.create_model("tiny", num_classes=6, method="apt", num_prompts=5)).eval()
     backbone = tmp_path / "backbone.pt"
-    torch.save({k: v for k, v in model.state_dict().items() if k not in model.trainable_names}, backbone)
+    torch.save({k: v for k, v in model.state_dict().items() if k not in model.tuning.trainable_names}, backbone)
     aptune.save_adapter(model, tmp_path / "adapter", class_names=[f"c{i}" for i in range(6)])
     files = sorted(p.name for p in (tmp_path / "adapter").iterdir())
     assert files == ["adapter.json", "adapter.safetensors"]
@@ -222,10 +222,10 @@ def test_vit_b_apt400_adapter_is_small_and_reloads_exactly(tmp_path):
     from safetensors.torch import save_file
     model = aptune.create_model("videomae-vit-b", num_classes=101, method="apt", num_prompts=400).eval()
     with torch.no_grad():
-        for n in model.trainable_names:
+        for n in model.tuning.trainable_names:
             model.get_parameter(n).normal_(0, 0.1)
     backbone = tmp_path / "backbone.safetensors"
-    save_file({k: v for k, v in model.state_dict().items() if k not in model.trainable_names}, str(backbone))
+    save_file({k: v for k, v in model.state_dict().items() if k not in model.tuning.trainable_names}, str(backbone))
     aptune.save_adapter(model, tmp_path / "adapter")
     size = sum(p.stat().st_size for p in (tmp_path / "adapter").iterdir())
     assert aptune.count_parameters(model)["trainable"] == 768 * 101 + 101 + 2 * 768 + 12 * 400 * (2 * 64 + 2)

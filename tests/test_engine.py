@@ -56,7 +56,7 @@ def test_param_groups_decay_and_layer_decay():
     no_decay = {n for g in groups if g["weight_decay"] == 0 for n in g["names"]}
     assert "blocks.0.kv_prompts.key" in decay and "head.weight" in decay
     assert {"blocks.0.kv_prompts.scale", "head.bias", "fc_norm.weight", "fc_norm.bias"} <= no_decay
-    assert decay | no_decay == set(m.trainable_names)
+    assert decay | no_decay == set(m.tuning.trainable_names)
 
     full = create_model("tiny", num_classes=3, method="full")
     groups = param_groups(full, weight_decay=0.05, layer_decay=0.5)

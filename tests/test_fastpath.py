@@ -116,7 +116,7 @@ def test_frozen_prefix_builds_no_graph_and_keeps_gradients():
     current, saved, outputs = [None], [], {}
     hooks = [blk.register_forward_pre_hook(lambda mod, inp, i=i: current.__setitem__(0, i))
              for i, blk in enumerate(model.blocks)]
-    hooks += [blk.register_forward_hook(lambda mod, inp, out, i=i: outputs.__setitem__(i, out))
+    hooks += [blk.register_forward_hook(lambda mod, inp, out, i=i: outputs.__setitem__(i, out[0]))
               for i, blk in enumerate(model.blocks)]
 
     def pack(t):

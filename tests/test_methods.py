@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import aptune
 from aptune.methods import get_method
 from aptune.methods.lora import LoRALinear, merge_lora
+from aptune.models.layers import TokenLayout
 
 NUM_CLASSES = 5
 VIDEO = (2, 3, 4, 32, 32)   # tiny zoo config: 2 x 4 x 4 = 32 tokens, width 64, 4 blocks
@@ -53,7 +54,7 @@ def method_model(plain, name, **options):
     model = aptune.create_model("tiny", num_classes=NUM_CLASSES, method=name, **options)
     missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected, f"{name} renamed backbone parameters: {unexpected[:3]}"
-    own = set(model.trainable_names) if name != "full" else set()
+    own = set(model.tuning.trainable_names) if name != "full" else set()
     assert set(missing) <= own, f"{name}: backbone keys missing {sorted(set(missing) - own)[:3]}"
     return model
 
@@ -82,7 +83,7 @@ def test_gradients_exactly_on_trainable(name):
     model = method_model(plain_model(), name).train()
     loss = F.cross_entropy(model(video()), torch.tensor([1, 3]))
     loss.backward()
-    trainable = set(model.trainable_names)
+    trainable = set(model.tuning.trainable_names)
     assert {"fc_norm.weight", "head.weight", "head.bias"} <= trainable
     for n, p in model.named_parameters():
         if n in trainable:
@@ -126,7 +127,7 @@ def test_count_parameters_matches_trainable_names(name):
     model = aptune.create_model("tiny", num_classes=NUM_CLASSES, method=name)
     params = dict(model.named_parameters())
     counts = aptune.count_parameters(model)
-    assert counts["trainable"] == sum(params[n].numel() for n in model.trainable_names)
+    assert counts["trainable"] == sum(params[n].numel() for n in model.tuning.trainable_names)
     assert counts["total"] == sum(p.numel() for p in params.values())
 
 
@@ -137,11 +138,11 @@ def test_adapter_round_trip(name, tmp_path):
     model = method_model(plain, name)
     params = dict(model.named_parameters())
     with torch.no_grad():   # move off the init (zero B, zero up, ...) so the round trip means something
-        for n in model.trainable_names:
+        for n in model.tuning.trainable_names:
             params[n].add_(torch.randn_like(params[n]) * 0.05)
     aptune.save_adapter(model, tmp_path / "adapter")
     loaded = aptune.load_adapter(tmp_path / "adapter", checkpoint=tmp_path / "backbone.pth")
-    assert loaded.method == name and loaded.trainable_names == model.trainable_names
+    assert loaded.tuning.name == name and loaded.tuning.trainable_names == model.tuning.trainable_names
     x = video()
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(x), model.eval()(x), rtol=0, atol=1e-6)
@@ -203,7 +204,7 @@ def vpt_reference(plain, x, prompts, deep, first=0, last=None):
         if i in prompts and (deep or i == first):
             P = prompts[i]
             t = torch.cat([P.expand(t.shape[0], -1, -1), t], dim=1)
-        t = blk(t)
+        t = blk(t, TokenLayout(frames=x.shape[2], grid=(1, 1, t.shape[1])))[0]
         if i in prompts and (deep or i == last):
             t = t[:, P.shape[0]:]
     return plain.head(plain.fc_norm(t.mean(dim=1)))
@@ -274,7 +275,7 @@ def test_adaptformer_block_matches_formula():
     x1 = x + blk.attn(blk.norm1(x))                                    # x': after attention
     branch = torch.relu(x1 @ ad.down.weight.T + ad.down.bias) @ ad.up.weight.T + ad.up.bias
     expected = x1 + blk.mlp(blk.norm2(x1)) + 0.1 * branch
-    torch.testing.assert_close(blk(x), expected)
+    torch.testing.assert_close(blk(x, TokenLayout(frames=4, grid=(2, 4, 4)))[0], expected)
     with pytest.raises(ValueError, match=r"adaptformer\.bottleneck"):
         aptune.create_model("tiny", method="adaptformer", bottleneck=0)
 
@@ -310,7 +311,7 @@ def test_lora_matches_formula_and_merge():
 
     merge_lora(model)
     assert not any(isinstance(m, LoRALinear) for m in model.modules())
-    assert all("lora" not in n for n in model.trainable_names)
+    assert all("lora" not in n for n in model.tuning.trainable_names)
     torch.testing.assert_close(model(x), logits, rtol=1e-5, atol=1e-6)
 
 
@@ -332,7 +333,7 @@ def test_bf16_autocast_forward_backward(name):
         logits = model(x)
     F.cross_entropy(logits.float(), torch.tensor([1, 3])).backward()
     params = dict(model.named_parameters())
-    assert all(torch.isfinite(params[n].grad).all() for n in model.trainable_names)
+    assert all(torch.isfinite(params[n].grad).all() for n in model.tuning.trainable_names)
     with torch.no_grad():
         model.eval()
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -358,7 +359,7 @@ def test_one_optimizer_step_changes_exactly_what_trains(name):
     plain = plain_model()
     model = method_model(plain, name)
     with torch.no_grad():  # leave the zero inits (LoRA B, AdaptFormer up) so every gradient is non-zero
-        for n in model.trainable_names:
+        for n in model.tuning.trainable_names:
             model.get_parameter(n).add_(torch.randn_like(model.get_parameter(n)) * 0.01)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = build_optimizer(model, OptimConfig(weight_decay=0.05), base_lr=1e-3)
@@ -366,4 +367,4 @@ def test_one_optimizer_step_changes_exactly_what_trains(name):
     F.cross_entropy(model(torch.randn(*VIDEO)), torch.tensor([0, 1])).backward()
     opt.step()
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
-    assert changed == set(model.trainable_names)
+    assert changed == set(model.tuning.trainable_names)

@@ -154,7 +154,8 @@ def test_matches_hugging_face_videomae_for_pretraining():
     implementation of the official model), with weights mapped name by name below."""
     from transformers import VideoMAEConfig, VideoMAEForPreTraining
 
-    from aptune.models.checkpoint_formats import _HF_RENAME, _convert_hf
+    from aptune.models.checkpoints import Source
+    from aptune.models.videomae_formats import _HF_RENAME, _convert_hf
     hf_cfg = VideoMAEConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
                             patch_size=8, tubelet_size=2, num_frames=4, image_size=32, use_mean_pooling=False,
                             layer_norm_eps=1e-6, norm_pix_loss=True, decoder_hidden_size=32,
@@ -169,7 +170,7 @@ def test_matches_hugging_face_videomae_for_pretraining():
 
     ours = MaskedVideoAutoencoder(TINY, _cfg(decoder_dim=32, decoder_depth=2, decoder_heads=2, norm_pix_eps=1e-6))
     sd = hf.state_dict()
-    state = {f"encoder.{k}": v for k, v in _convert_hf(sd, None).state.items()}
+    state = {f"encoder.{k}": v for k, v in _convert_hf(sd, Source('hf')).state.items()}
     state.update({"encoder.norm.weight": sd["videomae.layernorm.weight"],
                   "encoder.norm.bias": sd["videomae.layernorm.bias"],
                   "encoder_to_decoder.weight": sd["encoder_to_decoder.weight"], "mask_token": sd["mask_token"],

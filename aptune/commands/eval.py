@@ -23,51 +23,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_eval_model(cfg, adapter: str | None, checkpoint: str | None, backbone: str | None, num_classes: int):
     """The model to evaluate from an adapter folder, a training checkpoint, or plain weights."""
-    import torch
-
-    from ..api import create_model, load_adapter
-    from ..engine.state import load_model_state
-    from ..engine.train import build_model
+    from ..api import load_adapter
+    from ..engine.build import build_model
+    from ..engine.state import is_training_snapshot, load_model_state
+    from ..errors import MissingFileError
+    from ..models.checkpoints import load_checkpoint, read_checkpoint, read_state
     if adapter:
         return load_adapter(adapter, checkpoint=backbone or cfg.model.checkpoint)
     if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"--checkpoint: file not found: {checkpoint}")
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=False) if checkpoint.endswith(".pt") else None
-    if isinstance(payload, dict) and "global_step" in payload and "model" in payload:
+        raise MissingFileError(f"--checkpoint: file not found: {checkpoint}")
+    raw = read_state(checkpoint)                         # the safe loader: no code from the file runs
+    if is_training_snapshot(raw):
         model = build_model(cfg, num_classes)
-        load_model_state(model, payload["model"])
+        load_model_state(model, raw["model"])
         return model
-    m = cfg.model
-    return create_model(m.name, num_classes=num_classes, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
-                        checkpoint=checkpoint, method=cfg.method.name, **cfg.method.options)
+    model = build_model(cfg, num_classes, checkpoint=None)
+    model.checkpoint_report = load_checkpoint(model, checkpoint, conv=read_checkpoint(checkpoint, raw))
+    return model
 
 
 def run(args: argparse.Namespace) -> int:
     import os
 
     from ..config import load_config
-    from ..data.datasets import VideoDataset
     from ..engine import distributed as D
+    from ..engine.build import build_dataset
     from ..engine.evaluate import run_test_protocol, summary
-    from ..engine.train import resolve_amp, resolve_device
+    from ..engine.runtime import Runtime, resolve_device
+    from ..errors import ConfigError
     cfg = load_config(args.config, args.overrides)
     cfg.validate(world_size=int(os.environ.get("WORLD_SIZE", "1")), need_train=False)
-    d = cfg.data
-    lst = d.test_list if args.split == "test" else d.val_list
-    if not lst:
-        raise ValueError(f"data.{args.split}_list: not set in {args.config}")
-    device = resolve_device(cfg.runtime, int(os.environ.get("LOCAL_RANK", "0")))
-    with D.process_group(device.type) as info:
-        ds = VideoDataset(lst, root=d.root, mode="test", num_frames=d.num_frames, sampling_rate=d.sampling_rate,
-                          img_size=d.img_size, sampling=d.sampling, num_clips=d.test_clips, num_crops=d.test_crops,
-                          skip_bad_videos=d.skip_bad_videos, short_side=d.short_side, seed=cfg.runtime.seed)
+    ds = build_dataset(cfg, args.split, mode="test")
+    if ds is None:
+        raise ConfigError(f"data.{args.split}_list: not set in {args.config}")
+    with D.process_group(resolve_device(cfg.runtime.device).type):
+        rt = Runtime.create(cfg.runtime, cfg.data.num_workers, cfg.data.skip_bad_videos)
         model = build_eval_model(cfg, args.adapter, args.checkpoint, args.backbone,
-                                 cfg.model.num_classes or ds.num_classes).to(device)
+                                 cfg.model.num_classes or ds.num_classes).to(rt.device)
         names = getattr(model, "class_names", None) or getattr(ds, "class_names", None)
         out = Path(args.out or Path(cfg.output.dir) / "eval")
-        m = run_test_protocol(model, ds, device, out, args.batch_size, d.num_workers,
-                              resolve_amp(cfg.runtime, device), d.skip_bad_videos, names)
-        if info.is_main:
+        m = run_test_protocol(model, ds, rt, out, args.batch_size, names)
+        if rt.is_main:
             print(summary(m))
             if m.get("skipped_videos"):
                 print(f"skipped {m['skipped_videos']} unreadable videos")

@@ -20,17 +20,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"path:        {args.path}")
     print(f"format:      {info['format']}  ({info['description']})")
+    print(f"family:      {info['family']}")
     print(f"tensors:     {info['tensors']} used, {info['dropped']} dropped; {info['parameters']:,} parameters")
     hints = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in info["hints"].items())
     print(f"hints:       {hints or '-'}")
-    if "apt" in info:
-        a = info["apt"]
-        print(f"apt:         num_prompts={a['num_prompts']}, blocks {a['layers']}, reparam={a['reparam']}")
-    if "config" in info:
-        c = info["config"]
-        print("config.json: " + ", ".join(f"{k}={c[k]}" for k in ("embed_dim", "depth", "num_heads", "patch_size",
-                                                                 "tubelet_size", "num_frames", "img_size",
-                                                                 "norm_eps", "num_classes")))
+    shown = {"format", "description", "family", "tensors", "dropped", "parameters", "unknown", "hints", "notes"}
+    for key, value in info.items():              # what the format adds (e.g. apt: its prompt layout)
+        if key not in shown:
+            text = ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
+            print(f"{key + ':':13s}{text}")
     for note in info["notes"]:
         print(f"note:        {note}")
     return 0

@@ -27,6 +27,7 @@ def predict_videos(model, paths: list[Path], clips: int, crops: int, sampling_ra
     import torch
 
     from ..data.datasets import VideoDataset
+    from ..engine.evaluate import average_views
     c = model.config
     ds = VideoDataset([(str(p), 0) for p in paths], mode="test", num_frames=c.num_frames, sampling_rate=sampling_rate,
                       img_size=c.img_size, sampling=sampling, num_clips=clips, num_crops=crops)
@@ -36,7 +37,7 @@ def predict_videos(model, paths: list[Path], clips: int, crops: int, sampling_ra
     with torch.no_grad():
         for i, p in enumerate(paths):
             views = ds[i][0]                                   # (V, 3, T, S, S)
-            probs = model(views).softmax(dim=1).mean(dim=0)    # (C,)
+            probs = average_views(model(views))                # (C,)
             val, idx = probs.topk(min(top, probs.numel()))
             out.append({"video": str(p), "top": [(names[j], float(v)) for v, j in zip(val.tolist(), idx.tolist())]})
     return out

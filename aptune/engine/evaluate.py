@@ -8,20 +8,24 @@ logits are gathered and de-duplicated by video index.
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed as D
+from .runtime import Runtime
 
 
 def _topk_correct(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     k = min(k, scores.shape[1])
     return (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+
+
+def average_views(view_logits: torch.Tensor) -> torch.Tensor:
+    """The multi-view protocol's video score: softmax per view, mean over views. (V, C) -> (C,)."""
+    return view_logits.float().softmax(dim=-1).mean(dim=0)
 
 
 def video_level_metrics(view_logits: dict[int, torch.Tensor], labels: dict[int, int] | list | torch.Tensor,
@@ -42,7 +46,7 @@ def video_level_metrics(view_logits: dict[int, torch.Tensor], labels: dict[int, 
     views = [view_logits[i].float() for i in idx]
     clip_logits = torch.cat(views)                                                    # (sum V, C)
     clip_y = torch.cat([torch.full((v.shape[0],), int(t)) for v, t in zip(views, y)])
-    video_probs = torch.stack([v.softmax(dim=1).mean(dim=0) for v in views])          # (N, C)
+    video_probs = torch.stack([average_views(v) for v in views])                      # (N, C)
     pred = video_probs.argmax(dim=1)
     conf = torch.zeros(C, C, dtype=torch.long)
     conf.index_put_((y, pred), torch.ones_like(y), accumulate=True)
@@ -58,60 +62,18 @@ def video_level_metrics(view_logits: dict[int, torch.Tensor], labels: dict[int, 
     }
 
 
-def autocast_for(device: torch.device, amp_dtype):
-    if amp_dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-
-class ShardSampler(torch.utils.data.Sampler):
-    """Indices rank, rank + world, ... of range(n): no padding, no duplicates."""
-
-    def __init__(self, n: int, rank: int = 0, world_size: int = 1):
-        self.idx = list(range(rank, n, world_size))
-
-    def __iter__(self):
-        return iter(self.idx)
-
-    def __len__(self):
-        return len(self.idx)
-
-
-def _loader(dataset, batch_size, num_workers, rank, world, skip_bad=False):
-    kw = {}
-    if skip_bad:
-        from ..data.datasets import collate_skip_bad
-        kw["collate_fn"] = collate_skip_bad
-    # an explicit generator keeps the global RNG untouched (bitwise resume)
-    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world),
-                      num_workers=num_workers, generator=torch.Generator().manual_seed(0), **kw)
-
-
-def _unpack(batch, skip_bad: bool):
-    if skip_bad:
-        batch, skipped = batch
-        if batch is None:
-            return None, None, None, len(skipped)
-        return (*batch, len(skipped))
-    return (*batch, 0)
-
-
 @torch.no_grad()
-def evaluate_clips(model, dataset, device, batch_size: int = 8, num_workers: int = 0, amp_dtype=None,
-                   skip_bad: bool = False, desc: str = "val") -> dict:
+def evaluate_clips(model, dataset, rt: Runtime, batch_size: int = 8, desc: str = "val") -> dict:
     """Clip-level top-1/top-5 and mean loss on a val set (one clip per video), summed over ranks."""
-    info = D.DistInfo(*D.torch_dist_rank_world())
-    loader = _loader(dataset, batch_size, num_workers, info.rank, info.world_size, skip_bad)
+    loader = rt.loader(dataset, batch_size)
     was_training = model.training
     model.eval()
     sums = torch.zeros(5, dtype=torch.float64)   # correct1, correct5, loss_sum, count, skipped
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not info.is_main):
-        x, y, _, nskip = _unpack(batch, skip_bad)
+    for x, y, _, nskip in tqdm(rt.batches(loader), desc=desc, total=len(loader), leave=False, disable=not rt.is_main):
         sums[4] += nskip
         if x is None:
             continue
-        x, y = x.to(device, non_blocking=True), y.to(device)
-        with autocast_for(device, amp_dtype):
+        with rt.autocast():
             logits = model(x)
         logits = logits.float()
         sums[0] += _topk_correct(logits, y, 1).sum().item()
@@ -126,23 +88,21 @@ def evaluate_clips(model, dataset, device, batch_size: int = 8, num_workers: int
 
 
 @torch.no_grad()
-def collect_view_logits(model, dataset, device, batch_size: int = 1, num_workers: int = 0, amp_dtype=None,
-                        skip_bad: bool = False) -> tuple[dict[int, torch.Tensor], dict[int, int], int]:
+def collect_view_logits(model, dataset, rt: Runtime, batch_size: int = 1) -> tuple[dict[int, torch.Tensor],
+                                                                                    dict[int, int], int]:
     """Run every view of every test video; returns (index -> (V, C) logits, index -> label, skipped),
     gathered from all ranks and de-duplicated by index."""
-    rank, world = D.torch_dist_rank_world()
-    loader = _loader(dataset, batch_size, num_workers, rank, world, skip_bad)
+    loader = rt.loader(dataset, batch_size)
     was_training = model.training
     model.eval()
     logits, labels, skipped = {}, {}, 0
-    for batch in tqdm(loader, desc="test views", disable=rank != 0):
-        x, y, idx, nskip = _unpack(batch, skip_bad)
+    for x, y, idx, nskip in tqdm(rt.batches(loader), desc="test views", total=len(loader), disable=not rt.is_main):
         skipped += nskip
         if x is None:
             continue
         B, V = x.shape[:2]                                   # x: (B, V, 3, T, S, S)
-        with autocast_for(device, amp_dtype):
-            out = model(x.flatten(0, 1).to(device, non_blocking=True))   # (B * V, C)
+        with rt.autocast():
+            out = model(x.flatten(0, 1))                     # (B * V, C)
         out = out.float().cpu().view(B, V, -1)
         for i, t, o in zip(idx.tolist(), y.tolist(), out):
             logits[i], labels[i] = o, t
@@ -177,18 +137,16 @@ def save_confusion_png(confusion: list[list[int]], path: str | os.PathLike, clas
     plt.close(fig)
 
 
-def run_test_protocol(model, dataset, device, out_dir: str | os.PathLike, batch_size: int = 1,
-                      num_workers: int = 0, amp_dtype=None, skip_bad: bool = False,
+def run_test_protocol(model, dataset, rt: Runtime, out_dir: str | os.PathLike, batch_size: int = 1,
                       class_names=None) -> dict:
     """Multi-view evaluation; rank 0 writes out_dir/metrics.json and out_dir/confusion.png."""
-    logits, labels, skipped = collect_view_logits(model, dataset, device, batch_size, num_workers,
-                                                  amp_dtype, skip_bad)
+    logits, labels, skipped = collect_view_logits(model, dataset, rt, batch_size)
     num_classes = getattr(dataset, "num_classes", None) or next(iter(logits.values())).shape[1]
     m = video_level_metrics(logits, labels, num_classes)
     m["skipped_videos"] = skipped
     if class_names:
         m["per_class"] = {class_names[c] if c < len(class_names) else str(c): v for c, v in m["per_class"].items()}
-    if D.torch_dist_rank_world()[0] == 0:
+    if rt.is_main:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         from ..io import write_json

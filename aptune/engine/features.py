@@ -1,8 +1,8 @@
 """Linear probing on cached features.
 
-In linear probing nothing before `fc_norm` trains, so the mean-pooled tokens of the frozen
-backbone, `model.forward_tokens(x).mean(1)` (taken BEFORE fc_norm, which trains), can be computed
-once and the head trained on them.
+With a method that trains only the backbone's head modules (linear probing: `caches_features`),
+the pooled tokens of the frozen backbone, `model.forward_pooled(x)` (VideoMAE: the token mean,
+taken BEFORE fc_norm, which trains), can be computed once and the head trained on them.
 
 Augmentation: the cache holds `cache_views` augmented views per training video; view v is the
 clip the dataset returns at epoch v (its randomness is seeded from (seed, epoch, index)), and
@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from . import distributed as D
-from .evaluate import ShardSampler, autocast_for
+from .runtime import Runtime
 
 
 class HeadOnly(nn.Module):
-    """fc_norm -> dropout -> head of `model`, applied to cached pooled tokens (B, C)."""
+    """The part of `model` after pooling (VideoMAE: fc_norm -> dropout -> head), on cached pooled
+    features (B, C)."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.fc_norm(feats))
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.normalize_pooled(pooled))
 
 
 class FeatureDataset(Dataset):
@@ -54,23 +55,22 @@ class FeatureDataset(Dataset):
 
 
 @torch.no_grad()
-def extract_features(model, dataset, device, views: int = 1, batch_size: int = 8, num_workers: int = 0,
-                     amp_dtype=None, desc: str = "features") -> FeatureDataset:
+def extract_features(model, dataset, rt: Runtime, views: int = 1, batch_size: int = 8,
+                     desc: str = "features") -> FeatureDataset:
     """Pooled frozen tokens for every item of `dataset` at epochs 0..views-1, shared by all ranks."""
-    rank, world = D.torch_dist_rank_world()
     model.eval()
     per_view = []
     labels: dict[int, int] = {}
     for v in range(views):
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(v)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world),
-                            num_workers=num_workers, generator=torch.Generator().manual_seed(0))
+        loader = rt.loader(dataset, batch_size, skip_bad=False)
         mine = {}
-        for x, y, idx in tqdm(loader, desc=f"{desc} (view {v + 1}/{views})", disable=rank != 0):
+        for x, y, idx, _ in tqdm(rt.batches(loader), desc=f"{desc} (view {v + 1}/{views})", total=len(loader),
+                                 disable=not rt.is_main):
             lead = x.shape[:-4]                                    # (B,) or (B, num_sample)
-            with autocast_for(device, amp_dtype):
-                f = model.forward_tokens(x.flatten(0, len(lead) - 1).to(device)).mean(dim=1)  # (B*, C)
+            with rt.autocast():
+                f = model.forward_pooled(x.flatten(0, len(lead) - 1))  # (B*, C)
             f = f.float().cpu().view(*lead, -1)
             for i, t, fi in zip(idx.tolist(), y.tolist(), f):
                 mine[i], labels[i] = fi, t

@@ -1,8 +1,10 @@
 """Optimizer, parameter groups (weight decay, layer-wise lr decay) and the lr schedule.
 
 Weight decay applies to trainable tensors with >= 2 dimensions (linear weights, APT/VPT prompts,
-LoRA and adapter matrices), never to 1-D tensors (norms, biases), scalars, position tables or
-prompt scales (`*.scale`), following VideoMAE's rule and the APT paper's wd on prompts.
+LoRA and adapter matrices), never to 1-D tensors (norms, biases), scalars, or what a module says
+it must not decay through `no_weight_decay()` (timm's convention: the backbone's position tables
+and class token, APT's prompt scales), following VideoMAE's rule and the APT paper's wd on prompts.
+Layer ids for layer-wise decay come from the backbone's own `layer_id(name)`.
 
 The learning rate is given per total batch of 256 and scaled linearly:
     lr = cfg.lr * batch_size * accum_steps * world_size / 256.
@@ -15,31 +17,30 @@ import math
 
 import torch
 
-NO_DECAY_SUFFIXES = (".scale", "pos_embed")
-
-
 def scaled_lr(lr_per_256: float, batch_size: int, accum_steps: int, world_size: int) -> float:
     return lr_per_256 * batch_size * accum_steps * world_size / 256.0
 
 
-def layer_id(name: str, depth: int) -> int:
-    """0 for the embeddings, i + 1 for block i, depth + 1 for fc_norm / head."""
-    if name.startswith(("patch_embed", "pos_embed")):
-        return 0
-    if name.startswith("blocks."):
-        return int(name.split(".")[1]) + 1
-    return depth + 1
+def no_weight_decay_names(model: torch.nn.Module) -> set[str]:
+    """Full names of the parameters that some module declares in its `no_weight_decay()`."""
+    out = set()
+    for prefix, m in model.named_modules():
+        if hasattr(m, "no_weight_decay"):
+            out |= {f"{prefix}.{n}" if prefix else n for n in m.no_weight_decay()}
+    return out
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
-    """Groups of trainable parameters keyed by (decay?, layer); each with `lr_scale` and names."""
+    """Groups of trainable parameters keyed by (decay?, layer); each with `lr_scale` and names.
+    Layer ids come from `model.layer_id(name)` (0 .. depth + 1) when layer decay is on."""
     depth = len(model.blocks) if hasattr(model, "blocks") else 0
+    no_decay = no_weight_decay_names(model)
     groups: dict[tuple, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        decay = p.ndim >= 2 and not name.endswith(NO_DECAY_SUFFIXES)
-        lid = layer_id(name, depth) if layer_decay < 1.0 else depth + 1
+        decay = p.ndim >= 2 and name not in no_decay
+        lid = model.layer_id(name) if layer_decay < 1.0 else depth + 1
         scale = layer_decay ** (depth + 1 - lid)
         g = groups.setdefault((decay, lid), {"params": [], "names": [], "lr_scale": scale,
                                              "weight_decay": weight_decay if decay else 0.0})

@@ -1,7 +1,8 @@
 """Checkpoints and resume.
 
 A checkpoint (`checkpoints/step_XXXXXXXX.pt`) holds:
-  model      - for PEFT methods only what trains (`aptune.api.adapter_state`); the full state for `full`
+  model      - only what trains (`aptune.api.adapter_state`), or the full state for a method that
+               trains the whole model (`full_state`, full fine-tuning)
   optimizer, scaler (fp16), rng (torch/numpy/python/cuda states of *every* rank, by rank),
   epoch and step_in_epoch (the data position: the next batch to consume), global_step,
   best (best validation top-1 so far), config (the resolved run config, for reference).
@@ -24,17 +25,21 @@ from ..io import atomic_path
 CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
 
 
+def _adapter_only(model) -> bool:
+    return model.tuning is not None and not model.tuning.method.full_state
+
+
 def model_state(model) -> dict[str, torch.Tensor]:
     from ..api import adapter_state
-    if model.method is not None and model.method != "full":
+    if _adapter_only(model):
         return adapter_state(model)
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def load_model_state(model, state: dict[str, torch.Tensor]) -> None:
     params = dict(model.named_parameters())
-    if model.method is not None and model.method != "full":
-        missing = set(model.trainable_names) - set(state)
+    if _adapter_only(model):
+        missing = set(model.tuning.trainable_names) - set(state)
         if missing:
             raise ValueError(f"checkpoint lacks trainable tensors {sorted(missing)[:5]}")
         with torch.no_grad():
@@ -68,8 +73,14 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
 
 
 def load_checkpoint_file(path: str | os.PathLike) -> dict:
-    # our own files: trusted, but they hold numpy RNG states and python tuples
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A training snapshot, read with the safe loader (its numpy RNG states are on the allow-list)."""
+    from ..models.checkpoints import safe_torch_load
+    return safe_torch_load(path)
+
+
+def is_training_snapshot(payload) -> bool:
+    """Whether a file's contents are one of aptune's step_*.pt snapshots."""
+    return isinstance(payload, dict) and {"model", "optimizer", "global_step"} <= set(payload)
 
 
 def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:

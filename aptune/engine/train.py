@@ -1,4 +1,4 @@
-"""The training loop: `train(cfg) -> dict`.
+"""The training loop: `train(cfg) -> dict`, a recipe in small steps (`Trainer`).
 
 One optimizer step = `accum_steps` micro-batches of `batch_size` clips on each of `world_size`
 processes. Per step: lr from the schedule, forward/backward per micro-batch, a non-finite loss
@@ -20,14 +20,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 from tqdm import tqdm
 
 from ..config import Config
+from ..errors import ConfigError, DataError, MissingFileError
 from . import distributed as D
-from .evaluate import autocast_for, evaluate_clips, run_test_protocol, summary
+from .build import build_datasets, build_model
+from .evaluate import evaluate_clips, run_test_protocol, summary
 from .logging import MetricsLogger
 from .optim import build_optimizer, lr_at, scaled_lr, set_lr
+from .runtime import Runtime
 from .state import (latest_checkpoint, load_model_state, model_state, prune_checkpoints, rng_state,
                     save_checkpoint, set_rng_state)
 
@@ -45,8 +48,8 @@ class EpochSampler(Sampler):
 
     def __init__(self, n: int, global_batch: int, rank: int, world_size: int, seed: int, shuffle: bool = True):
         if n < global_batch:
-            raise ValueError(f"data.train_list: {n} training videos are fewer than one global batch "
-                             f"({global_batch} = batch_size x accum_steps x processes)")
+            raise DataError(f"data.train_list: {n} training videos are fewer than one global batch "
+                            f"({global_batch} = batch_size x accum_steps x processes)")
         self.n, self.gb, self.rank, self.world, self.seed, self.shuffle = n, global_batch, rank, world_size, seed, shuffle
         self.epoch, self.start = 0, 0
 
@@ -69,64 +72,6 @@ class EpochSampler(Sampler):
         return self.n // self.gb * self.gb // self.world - self.start
 
 
-def resolve_device(runtime, local_rank: int = 0) -> torch.device:
-    if runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ValueError("runtime.device: cuda requested but no GPU is available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def resolve_amp(runtime, device: torch.device):
-    """Autocast dtype: None (fp32) on CPU or with amp=none; bf16 for auto on GPU."""
-    if device.type != "cuda" or runtime.amp == "none":
-        return None
-    if runtime.amp == "fp16":
-        return torch.float16
-    return torch.bfloat16
-
-
-def build_datasets(cfg: Config) -> dict:
-    """VideoDatasets for the configured train / val / test lists (None where a list is absent)."""
-    from ..data.datasets import VideoDataset
-    d = cfg.data
-    common = dict(root=d.root, num_frames=d.num_frames, sampling_rate=d.sampling_rate, img_size=d.img_size,
-                  sampling=d.sampling, skip_bad_videos=d.skip_bad_videos, short_side=d.short_side,
-                  seed=cfg.runtime.seed)
-    out = {"train": None, "val": None, "test": None}
-    if d.train_list:
-        out["train"] = VideoDataset(d.train_list, mode="train", flip=d.flip, num_sample=d.num_sample,
-                                    rand_augment=d.rand_augment, **common)
-    if d.val_list:
-        out["val"] = VideoDataset(d.val_list, mode="val", **common)
-    if d.test_list:
-        out["test"] = VideoDataset(d.test_list, mode="test", num_clips=d.test_clips, num_crops=d.test_crops, **common)
-    return out
-
-
-def build_model(cfg: Config, num_classes: int):
-    from ..api import create_model
-    m = cfg.model
-    return create_model(m.name, num_classes=num_classes, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
-                        checkpoint=m.checkpoint, method=cfg.method.name, drop_path_rate=m.drop_path_rate,
-                        head_dropout=m.head_dropout, **cfg.method.options)
-
-
-def _batches(loader, skip_bad: bool):
-    """Yield (x, y, skipped) from a loader, dropping all-bad batches when skipping bad videos."""
-    for batch in loader:
-        if skip_bad:
-            batch, skipped = batch
-            if batch is None:
-                yield None, None, len(skipped)
-                continue
-            x, y, _ = batch
-            yield x, y, len(skipped)
-        else:
-            x, y, _ = batch
-            yield x, y, 0
-
-
 def train(cfg: Config, datasets: dict | None = None, resume: bool | str = False) -> dict:
     """Train as configured; returns {"run_dir", "adapter_dir", "val", "test", "best_top1", "global_step",
     "model"} (val/test: the last validation and the multi-view test metrics; model: the trained model).
@@ -140,217 +85,259 @@ def train(cfg: Config, datasets: dict | None = None, resume: bool | str = False)
     cfg.validate(world_size=world_env, need_train=datasets is None)
     if cfg.optim.total_batch is not None:
         cfg.optim.batch_size = cfg.optim.total_batch // (world_env * cfg.optim.accum_steps)
-    device = resolve_device(cfg.runtime, int(os.environ.get("LOCAL_RANK", "0")))
-    with D.process_group(device.type) as info:
-        return _train(cfg, datasets, resume, device, info)
+    from .runtime import resolve_device
+    device = resolve_device(cfg.runtime.device, int(os.environ.get("LOCAL_RANK", "0")))
+    with D.process_group(device.type):
+        rt = Runtime.create(cfg.runtime, cfg.data.num_workers, cfg.data.skip_bad_videos and datasets is None)
+        return Trainer(cfg, rt, datasets, resume).run()
 
 
-def _train(cfg: Config, datasets, resume, device, info) -> dict:
-    o, r, d = cfg.optim, cfg.runtime, cfg.data
-    run_dir = Path(cfg.output.dir)
-    ckpt_dir = run_dir / "checkpoints"
-    found = latest_checkpoint(ckpt_dir) if resume else None
-    if resume is True and found is None:
-        raise FileNotFoundError(f"--resume: no loadable checkpoint in {ckpt_dir}")
-    if not resume and any(ckpt_dir.glob("step_*.pt")):
-        raise ValueError(f"output.dir: {run_dir} already holds checkpoints; pass --resume (or resume=auto) "
-                         "or choose another output.dir")
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.yaml")
-    D.barrier()
+class Trainer:
+    """setup -> (resume) -> train_epoch x epochs (train_step x steps, evaluate, save_checkpoint) -> finish."""
 
-    ds = datasets if datasets is not None else build_datasets(cfg)
-    train_set, val_set, test_set = ds.get("train"), ds.get("val"), ds.get("test")
-    if train_set is None:
-        raise ValueError("data.train_list: no training data")
-    class_names = getattr(train_set, "class_names", None)
-    num_classes = cfg.model.num_classes or getattr(train_set, "num_classes", None)
-    if not num_classes:
-        raise ValueError("model.num_classes: not set and the training data does not report num_classes")
+    def __init__(self, cfg: Config, rt: Runtime, datasets: dict | None = None, resume: bool | str = False):
+        self.cfg, self.rt, self.given, self.resume_mode = cfg, rt, datasets, resume
+        self.run_dir = Path(cfg.output.dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.global_step, self.best, self.start_epoch, self.start_step = 0, -1.0, 0, 0
+        self.val_metrics: dict = {}
 
-    if cfg.model.checkpoint is None and info.is_main:
-        print("aptune: warning: model.checkpoint is not set: the backbone is randomly initialised "
-              f"(seed {r.seed}); its adapter is only meaningful on this same random backbone")
-    torch.manual_seed(r.seed)                       # same initial weights on every rank
-    model = build_model(cfg, num_classes).to(device)
-    model.grad_checkpointing = r.grad_checkpointing
-    amp_dtype = resolve_amp(r, device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    base_lr = scaled_lr(o.lr, o.batch_size, o.accum_steps, info.world_size)
-    min_lr = scaled_lr(o.min_lr, o.batch_size, o.accum_steps, info.world_size)
-    optimizer = build_optimizer(model, o, base_lr)
-    eval_bs = cfg.eval.batch_size or o.batch_size
-    skip_bad = d.skip_bad_videos and datasets is None
+    def run(self) -> dict:
+        found = self.setup()
+        if found is not None:
+            self.resume(*found)
+        else:
+            torch.manual_seed(self.cfg.runtime.seed + self.rt.rank)   # per-rank dropout / drop-path streams
+        for epoch in range(self.start_epoch, self.cfg.optim.epochs):
+            self.train_epoch(epoch)
+        return self.finish()
 
-    # linear probing on cached frozen features: train fc_norm + head only
-    net, fit_set, val_fit = model, train_set, val_set
-    if r.cache_features:
-        from .features import HeadOnly, extract_features
-        t0 = time.time()
-        fit_set = extract_features(model, train_set, device, r.cache_views, eval_bs, d.num_workers, amp_dtype,
-                                   "train features")
-        val_fit = extract_features(model, val_set, device, 1, eval_bs, d.num_workers, amp_dtype,
-                                   "val features") if val_set is not None else None
-        net = HeadOnly(model)
-        skip_bad = False
-        feature_s = time.time() - t0
-        if info.is_main:
-            print(f"aptune: cached features for {len(fit_set)} videos x {r.cache_views} views in {feature_s:.1f}s")
-    fwd = torch.compile(net) if r.compile else net
-
-    global_batch = o.batch_size * o.accum_steps * info.world_size
-    sampler = EpochSampler(len(fit_set), global_batch, info.rank, info.world_size, r.seed)
-    steps_per_epoch = len(sampler) // (o.batch_size * o.accum_steps)
-    total_steps = o.epochs * steps_per_epoch
-    warmup_steps = round(o.warmup_epochs * steps_per_epoch)
-
-    start_epoch, start_step, global_step, best = 0, 0, 0, -1.0
-    logger = MetricsLogger(run_dir, info.is_main, cfg.output.tensorboard)
-    if r.cache_features and found is None:
-        logger.log("features", 0, seconds=feature_s, videos=len(fit_set), views=r.cache_views)
-    if found is not None:
-        path, payload = found
-        load_model_state(model, payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        if scaler is not None and payload.get("scaler"):
-            scaler.load_state_dict(payload["scaler"])
-        start_epoch, start_step = payload["epoch"], payload["step_in_epoch"]
-        global_step, best = payload["global_step"], payload["best"]
-        set_rng_state(payload["rng"][info.rank])
-        logger.truncate_after(global_step)
-        if info.is_main:
-            print(f"aptune: resumed from {path} (epoch {start_epoch}, step {global_step})")
-    else:
-        torch.manual_seed(r.seed + info.rank)       # per-rank dropout / drop-path streams
-    kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
-
-    def checkpoint(epoch: int, step_in_epoch: int) -> None:
-        rngs = D.all_gather_object(rng_state())
-        if info.is_main:
-            save_checkpoint(ckpt_dir / f"step_{global_step:08d}.pt", {
-                "model": model_state(model), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None, "rng": rngs,
-                "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step, "best": best,
-                "config": cfg.to_dict(), "world_size": info.world_size})
-            prune_checkpoints(ckpt_dir, cfg.output.keep_last)
+    # ---- setup ---------------------------------------------------------------------------------
+    def setup(self):
+        """Run folder, data, model, optimizer and schedule; returns the checkpoint to resume from."""
+        found = self._find_checkpoint()
+        if self.rt.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.cfg.save(self.run_dir / "config.yaml")
         D.barrier()
+        self._setup_data()
+        self._setup_model()
+        self._setup_optimizer()
+        self.logger = MetricsLogger(self.run_dir, self.rt.is_main, self.cfg.output.tensorboard)
+        if self.cfg.runtime.cache_features and found is None:
+            self.logger.log("features", 0, seconds=self.feature_s, videos=len(self.fit_set),
+                            views=self.cfg.runtime.cache_views)
+        return found
 
-    def save_best() -> None:
-        if info.is_main:
-            from ..api import save_adapter
-            save_adapter(model, run_dir / "best", class_names=class_names, extra={"best_val_top1": best})
+    def _find_checkpoint(self):
+        found = latest_checkpoint(self.ckpt_dir) if self.resume_mode else None
+        if self.resume_mode is True and found is None:
+            raise MissingFileError(f"--resume: no loadable checkpoint in {self.ckpt_dir}")
+        if not self.resume_mode and any(self.ckpt_dir.glob("step_*.pt")):
+            raise ConfigError(f"output.dir: {self.run_dir} already holds checkpoints; pass --resume (or "
+                              "resume=auto) or choose another output.dir")
+        return found
 
-    val_metrics: dict = {}
-    for epoch in range(start_epoch, o.epochs):
-        if hasattr(fit_set, "set_epoch"):
-            fit_set.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        first = start_step if epoch == start_epoch else 0
-        sampler.start = first * o.batch_size * o.accum_steps
-        kw = {}
-        if skip_bad:
-            from ..data.datasets import collate_skip_bad
-            kw["collate_fn"] = collate_skip_bad
-        loader = DataLoader(fit_set, batch_size=o.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=d.num_workers, pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(r.seed + epoch), **kw)
-        batches = _batches(loader, skip_bad)
-        net.train()
-        ep_sums = torch.zeros(3, dtype=torch.float64)     # loss_sum, correct, count (this rank)
-        t_epoch, skipped_epoch = time.time(), 0
-        bar = tqdm(range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{o.epochs}", initial=first,
-                   total=steps_per_epoch, disable=not info.is_main, dynamic_ncols=True)
+    def _setup_data(self) -> None:
+        ds = self.given if self.given is not None else build_datasets(self.cfg)
+        self.train_set, self.val_set, self.test_set = ds.get("train"), ds.get("val"), ds.get("test")
+        if self.train_set is None:
+            raise DataError("data.train_list: no training data")
+        self.class_names = getattr(self.train_set, "class_names", None)
+        self.num_classes = self.cfg.model.num_classes or getattr(self.train_set, "num_classes", None)
+        if not self.num_classes:
+            raise ConfigError("model.num_classes: not set and the training data does not report num_classes")
+
+    def _setup_model(self) -> None:
+        cfg, rt, r = self.cfg, self.rt, self.cfg.runtime
+        if cfg.model.checkpoint is None and rt.is_main:
+            print("aptune: warning: model.checkpoint is not set: the backbone is randomly initialised "
+                  f"(seed {r.seed}); its adapter is only meaningful on this same random backbone")
+        torch.manual_seed(r.seed)                       # same initial weights on every rank
+        self.model = build_model(cfg, self.num_classes).to(rt.device)
+        self.model.grad_checkpointing = r.grad_checkpointing
+        self.eval_bs = cfg.eval.batch_size or cfg.optim.batch_size
+        self.net, self.fit_set, self.val_fit = self.model, self.train_set, self.val_set
+        if r.cache_features:                            # train the head modules on cached pooled features
+            from .features import HeadOnly, extract_features
+            t0 = time.time()
+            self.fit_set = extract_features(self.model, self.train_set, rt, r.cache_views, self.eval_bs,
+                                            "train features")
+            self.val_fit = (extract_features(self.model, self.val_set, rt, 1, self.eval_bs, "val features")
+                            if self.val_set is not None else None)
+            self.net = HeadOnly(self.model)
+            self.feature_s = time.time() - t0
+            if rt.is_main:
+                print(f"aptune: cached features for {len(self.fit_set)} videos x {r.cache_views} views in "
+                      f"{self.feature_s:.1f}s")
+        self.fwd = torch.compile(self.net) if r.compile else self.net
+
+    def _setup_optimizer(self) -> None:
+        o, rt = self.cfg.optim, self.rt
+        self.scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.base_lr = scaled_lr(o.lr, o.batch_size, o.accum_steps, rt.world_size)
+        self.min_lr = scaled_lr(o.min_lr, o.batch_size, o.accum_steps, rt.world_size)
+        self.optimizer = build_optimizer(self.model, o, self.base_lr)
+        global_batch = o.batch_size * o.accum_steps * rt.world_size
+        self.sampler = EpochSampler(len(self.fit_set), global_batch, rt.rank, rt.world_size, self.cfg.runtime.seed)
+        self.steps_per_epoch = len(self.sampler) // (o.batch_size * o.accum_steps)
+        self.total_steps = o.epochs * self.steps_per_epoch
+        self.warmup_steps = round(o.warmup_epochs * self.steps_per_epoch)
+
+    def lr(self, step: int) -> float:
+        return lr_at(step, self.total_steps, self.warmup_steps, self.base_lr, self.min_lr)
+
+    # ---- resume --------------------------------------------------------------------------------
+    def resume(self, path: Path, payload: dict) -> None:
+        load_model_state(self.model, payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scaler is not None and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        self.start_epoch, self.start_step = payload["epoch"], payload["step_in_epoch"]
+        self.global_step, self.best = payload["global_step"], payload["best"]
+        set_rng_state(payload["rng"][self.rt.rank])
+        self.logger.truncate_after(self.global_step)
+        if self.rt.is_main:
+            print(f"aptune: resumed from {path} (epoch {self.start_epoch}, step {self.global_step})")
+
+    # ---- one epoch -----------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> None:
+        o, r = self.cfg.optim, self.cfg.runtime
+        if hasattr(self.fit_set, "set_epoch"):
+            self.fit_set.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+        first = self.start_step if epoch == self.start_epoch else 0
+        self.sampler.start = first * o.batch_size * o.accum_steps
+        loader = self.rt.loader(self.fit_set, o.batch_size, self.sampler, drop_last=True, seed=r.seed + epoch)
+        batches = self.rt.batches(loader)
+        self.net.train()
+        self.epoch_sums = torch.zeros(3, dtype=torch.float64)     # loss_sum, correct, count (all ranks)
+        self.skipped_epoch, t_epoch = 0, time.time()
+        kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
+        bar = tqdm(range(first, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{o.epochs}", initial=first,
+                   total=self.steps_per_epoch, disable=not self.rt.is_main, dynamic_ncols=True)
         for step_in_epoch in bar:
-            t_step = time.time()
-            lr = lr_at(global_step, total_steps, warmup_steps, base_lr, min_lr)
-            set_lr(optimizer, lr)
-            sums = torch.zeros(3, dtype=torch.float64)    # loss_sum, correct, count
-            for _ in range(o.accum_steps):
-                x, y, nskip = next(batches)
-                skipped_epoch += nskip
-                if x is None:
-                    continue
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                lead = x.ndim - (2 if r.cache_features else 5)   # extra leading dim = num_sample views
-                if lead:
-                    ns = x.shape[1]
-                    x = x.flatten(0, 1)                           # (B * num_sample, ...)
-                    y = y.repeat_interleave(ns)
-                with autocast_for(device, amp_dtype):
-                    logits = fwd(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=o.label_smoothing)
-                sums += torch.tensor([loss.item() * y.numel(), (logits.argmax(1) == y).sum().item(), y.numel()],
-                                     dtype=torch.float64)
-                if math.isfinite(loss.item()):
-                    scaled = loss / o.accum_steps
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            tot = D.all_reduce_sum(sums)
+            t_step, lr = time.time(), self.lr(self.global_step)
+            tot = self.train_step(batches, lr, epoch)
             step_loss = tot[0].item() / max(tot[2].item(), 1)
-            if not math.isfinite(step_loss):
-                last = latest_checkpoint(ckpt_dir)
-                where = f"last good checkpoint: {last[0]}" if last else "no checkpoint was written yet"
-                raise NonFiniteLossError(f"non-finite loss ({step_loss}) at step {global_step + 1} "
-                                         f"(epoch {epoch + 1}); stopped before the update; {where}")
-            D.all_reduce_grads(params)
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if o.clip_grad:
-                torch.nn.utils.clip_grad_norm_(params, o.clip_grad)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            global_step += 1
-            ep_sums += tot
             clips_s = tot[2].item() / max(time.time() - t_step, 1e-9)
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{clips_s:.1f}")
-            if global_step % r.log_every_steps == 0 or step_in_epoch == steps_per_epoch - 1:
-                logger.log("train", global_step, epoch=epoch, loss=step_loss, lr=lr,
-                           top1=100 * tot[1].item() / max(tot[2].item(), 1), clips_per_s=clips_s)
-            if cfg.output.save_every_steps and global_step % cfg.output.save_every_steps == 0:
-                checkpoint(epoch, step_in_epoch + 1)
-            if kill_at and global_step == kill_at:
+            if self.global_step % r.log_every_steps == 0 or step_in_epoch == self.steps_per_epoch - 1:
+                self.logger.log("train", self.global_step, epoch=epoch, loss=step_loss, lr=lr,
+                                top1=100 * tot[1].item() / max(tot[2].item(), 1), clips_per_s=clips_s)
+            if self.cfg.output.save_every_steps and self.global_step % self.cfg.output.save_every_steps == 0:
+                self.save_checkpoint(epoch, step_in_epoch + 1)
+            if kill_at and self.global_step == kill_at:
                 os._exit(1)
         bar.close()
+        self.end_epoch(epoch, time.time() - t_epoch)
 
-        rec = {"epoch": epoch + 1, "lr": lr_at(max(global_step - 1, 0), total_steps, warmup_steps, base_lr, min_lr),
-               "epoch_time_s": time.time() - t_epoch, "skipped_videos": int(D.all_reduce_sum(
-                   torch.tensor([skipped_epoch])).item())}
-        if ep_sums[2] > 0:
-            rec.update(train_loss=ep_sums[0].item() / ep_sums[2].item(),
-                       train_top1=100 * ep_sums[1].item() / ep_sums[2].item())
-        last_epoch = epoch == o.epochs - 1
-        if val_fit is not None and ((epoch + 1) % cfg.eval.every_epochs == 0 or last_epoch):
-            val_metrics = evaluate_clips(net, val_fit, device, eval_bs, d.num_workers, amp_dtype, skip_bad)
-            rec.update(val_top1=val_metrics["top1"], val_top5=val_metrics["top5"], val_loss=val_metrics["loss"])
-            if val_metrics["top1"] > best:
-                best = val_metrics["top1"]
-                save_best()
-        logger.log("epoch", global_step, **rec)
-        if info.is_main:
+    def train_step(self, batches, lr: float, epoch: int) -> torch.Tensor:
+        """One optimizer step over accum_steps micro-batches; returns (loss_sum, correct, count) over ranks."""
+        o = self.cfg.optim
+        set_lr(self.optimizer, lr)
+        sums = torch.zeros(3, dtype=torch.float64)    # loss_sum, correct, count
+        for _ in range(o.accum_steps):
+            x, y, _, nskip = next(batches)
+            self.skipped_epoch += nskip
+            if x is None:
+                continue
+            if x.ndim - (2 if self.cfg.runtime.cache_features else 5):   # num_sample views per video
+                ns = x.shape[1]
+                x, y = x.flatten(0, 1), y.repeat_interleave(ns)       # (B * num_sample, ...)
+            with self.rt.autocast():
+                logits = self.fwd(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=o.label_smoothing)
+            sums += torch.tensor([loss.item() * y.numel(), (logits.argmax(1) == y).sum().item(), y.numel()],
+                                 dtype=torch.float64)
+            if math.isfinite(loss.item()):
+                scaled = loss / o.accum_steps
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        tot = D.all_reduce_sum(sums)
+        step_loss = tot[0].item() / max(tot[2].item(), 1)
+        if not math.isfinite(step_loss):
+            last = latest_checkpoint(self.ckpt_dir)
+            where = f"last good checkpoint: {last[0]}" if last else "no checkpoint was written yet"
+            raise NonFiniteLossError(f"non-finite loss ({step_loss}) at step {self.global_step + 1} "
+                                     f"(epoch {epoch + 1}); stopped before the update; {where}")
+        self._update()
+        self.global_step += 1
+        self.epoch_sums += tot
+        return tot
+
+    def _update(self) -> None:
+        D.all_reduce_grads(self.params)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.optim.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.clip_grad)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def end_epoch(self, epoch: int, seconds: float) -> None:
+        """The epoch's record (train loss/top-1, skipped videos, validation), then a checkpoint."""
+        s = self.epoch_sums
+        rec = {"epoch": epoch + 1, "lr": self.lr(max(self.global_step - 1, 0)), "epoch_time_s": seconds,
+               "skipped_videos": int(D.all_reduce_sum(torch.tensor([self.skipped_epoch])).item())}
+        if s[2] > 0:
+            rec.update(train_loss=s[0].item() / s[2].item(), train_top1=100 * s[1].item() / s[2].item())
+        last = epoch == self.cfg.optim.epochs - 1
+        if self.val_fit is not None and ((epoch + 1) % self.cfg.eval.every_epochs == 0 or last):
+            rec.update(self.evaluate())
+        self.logger.log("epoch", self.global_step, **rec)
+        if self.rt.is_main:
             print("aptune: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items()))
-        checkpoint(epoch + 1, 0)
+        self.save_checkpoint(epoch + 1, 0)
 
-    from ..api import save_adapter
-    adapter_dir = run_dir / "adapter"
-    if info.is_main:
-        save_adapter(model, adapter_dir, class_names=class_names,
-                     extra={"global_step": global_step, "val": val_metrics or None})
-    if val_fit is None and info.is_main:
-        save_best()
-    test_metrics = None
-    if test_set is not None and cfg.eval.test_at_end:
-        test_metrics = run_test_protocol(model, test_set, device, run_dir / "eval", 1, d.num_workers, amp_dtype,
-                                         d.skip_bad_videos and datasets is None, class_names)
-        logger.log("test", global_step, **{k: v for k, v in test_metrics.items()
-                                            if k not in ("confusion", "per_class")})
-        if info.is_main:
-            print("aptune: test " + summary(test_metrics))
-    logger.close()
-    return {"run_dir": str(run_dir), "adapter_dir": str(adapter_dir), "val": val_metrics, "test": test_metrics,
-            "best_top1": best, "global_step": global_step, "model": model}
+    # ---- evaluate / save -----------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        """Clip-level validation; a new best top-1 saves the adapter under best/."""
+        self.val_metrics = evaluate_clips(self.net, self.val_fit, self.rt, self.eval_bs)
+        if self.val_metrics["top1"] > self.best:
+            self.best = self.val_metrics["top1"]
+            self.save_best()
+        m = self.val_metrics
+        return {"val_top1": m["top1"], "val_top5": m["top5"], "val_loss": m["loss"]}
 
+    def save_best(self) -> None:
+        if self.rt.is_main:
+            from ..api import save_adapter
+            save_adapter(self.model, self.run_dir / "best", class_names=self.class_names,
+                         extra={"best_val_top1": self.best})
+
+    def save_checkpoint(self, epoch: int, step_in_epoch: int) -> None:
+        rngs = D.all_gather_object(rng_state())
+        if self.rt.is_main:
+            save_checkpoint(self.ckpt_dir / f"step_{self.global_step:08d}.pt", {
+                "model": model_state(self.model), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None, "rng": rngs,
+                "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": self.global_step, "best": self.best,
+                "config": self.cfg.to_dict(), "world_size": self.rt.world_size})
+            prune_checkpoints(self.ckpt_dir, self.cfg.output.keep_last)
+        D.barrier()
+
+    # ---- finish --------------------------------------------------------------------------------
+    def finish(self) -> dict:
+        """The final adapter, the multi-view test, and the run's summary."""
+        from ..api import save_adapter
+        adapter_dir = self.run_dir / "adapter"
+        if self.rt.is_main:
+            save_adapter(self.model, adapter_dir, class_names=self.class_names,
+                         extra={"global_step": self.global_step, "val": self.val_metrics or None})
+            if self.val_fit is None:
+                self.save_best()
+        test = None
+        if self.test_set is not None and self.cfg.eval.test_at_end:
+            test = run_test_protocol(self.model, self.test_set, self.rt, self.run_dir / "eval", 1, self.class_names)
+            self.logger.log("test", self.global_step, **{k: v for k, v in test.items()
+                                                          if k not in ("confusion", "per_class")})
+            if self.rt.is_main:
+                print("aptune: test " + summary(test))
+        self.logger.close()
+        return {"run_dir": str(self.run_dir), "adapter_dir": str(adapter_dir), "val": self.val_metrics,
+                "test": test, "best_top1": self.best, "global_step": self.global_step, "model": self.model}

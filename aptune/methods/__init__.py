@@ -2,10 +2,12 @@
 import importlib
 import pkgutil
 
-from .registry import Method, apply_method, get_method, list_methods, make_config, register, resolve_layers
+from .registry import (Method, Tuning, apply_method, get_method, list_methods, make_config, register,
+                       resolve_layers, unregister)
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name != "registry":
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["Method", "apply_method", "get_method", "list_methods", "make_config", "register", "resolve_layers"]
+__all__ = ["Method", "Tuning", "apply_method", "get_method", "list_methods", "make_config", "register",
+           "resolve_layers", "unregister"]

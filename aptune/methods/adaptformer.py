@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .registry import check_int, check_prob, register, resolve_layers
+from .registry import check_int, check_layers, check_prob, register, resolve_layers
 
 
 @dataclass
@@ -27,9 +27,15 @@ class AdaptFormerConfig:
     dropout: float = 0.0
     layers: list[int] | None = None   # block indices; None = all blocks
 
+    def __post_init__(self):
+        check_int("adaptformer", "bottleneck", self.bottleneck, 1)
+        check_prob("adaptformer", "dropout", self.dropout)
+        check_layers("adaptformer", self.layers)
+
 
 class Adapter(nn.Module):
-    """mlp_adapter seam: x' (B, N, d) -> s * up(dropout(ReLU(down(x')))) (B, N, d)."""
+    """mlp_adapter seam: (x', h, layout) -> s * up(dropout(ReLU(down(x')))) (B, N, d); x' is the
+    stream after attention (h = norm2(x') is not used)."""
 
     def __init__(self, dim: int, bottleneck: int, scale: float, dropout: float):
         super().__init__()
@@ -43,7 +49,7 @@ class Adapter(nn.Module):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None, layout=None) -> torch.Tensor:
         return self.scale * self.up(self.dropout(self.act(self.down(x))))
 
     def extra_repr(self) -> str:
@@ -52,12 +58,9 @@ class Adapter(nn.Module):
 
 @register("adaptformer", AdaptFormerConfig, "AdaptFormer: a scaled bottleneck MLP parallel to each block's MLP")
 def apply(model, cfg: AdaptFormerConfig) -> list[nn.Module]:
-    c = model.config
-    check_int("adaptformer", "bottleneck", cfg.bottleneck, 1)
-    check_prob("adaptformer", "dropout", cfg.dropout)
     added = []
-    for i in resolve_layers(cfg.layers, c.depth, "adaptformer"):
+    for i in resolve_layers(cfg.layers, model.depth, "adaptformer"):
         blk = model.blocks[i]
-        blk.mlp_adapter = Adapter(c.embed_dim, cfg.bottleneck, float(cfg.scale), cfg.dropout)
+        blk.mlp_adapter = Adapter(model.embed_dim, cfg.bottleneck, float(cfg.scale), cfg.dropout)
         added.append(blk.mlp_adapter)
     return added

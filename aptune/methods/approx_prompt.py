@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import check_int, check_prob, register, resolve_layers
+from .registry import check_int, check_layers, check_prob, register, resolve_layers
 
 
 @dataclass
@@ -37,9 +37,15 @@ class ApproxPromptConfig:
     dropout: float = 0.1              # dropout on the prompt activations A
     layers: list[int] | None = None   # block indices; None = all blocks
 
+    def __post_init__(self):
+        check_int("approx_prompt", "num_prompts", self.num_prompts, 0)
+        check_int("approx_prompt", "rank", self.rank, 0)
+        check_prob("approx_prompt", "dropout", self.dropout)
+        check_layers("approx_prompt", self.layers)
+
 
 class ApproxPrompt(nn.Module):
-    """attn_adapter seam: (h, a) -> a', both (B, N, d); formula in this module's docstring."""
+    """attn_adapter seam: (h, a, layout) -> a', both (B, N, d); formula in this module's docstring."""
 
     def __init__(self, dim: int, num_prompts: int, rank: int, dropout: float, std: float = 0.02):
         super().__init__()
@@ -49,7 +55,10 @@ class ApproxPrompt(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(()))                     # s, a' is scaled by exp(s)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    def no_weight_decay(self) -> set[str]:
+        return {"log_scale"}
+
+    def forward(self, h: torch.Tensor, a: torch.Tensor, layout=None) -> torch.Tensor:
         if self.prompts.shape[0] == 0:                                # m = 0: no prompts, only exp(s)
             return torch.exp(self.log_scale).to(a.dtype) * a
         P = self.prompts.to(h.dtype)
@@ -66,13 +75,9 @@ class ApproxPrompt(nn.Module):
 @register("approx_prompt", ApproxPromptConfig,
           "Approximated Prompt Tuning: prompt effect approximated by a cheap step on each attention output")
 def apply(model, cfg: ApproxPromptConfig) -> list[nn.Module]:
-    c = model.config
-    check_int("approx_prompt", "num_prompts", cfg.num_prompts, 0)
-    check_int("approx_prompt", "rank", cfg.rank, 0)
-    check_prob("approx_prompt", "dropout", cfg.dropout)
     added = []
-    for i in resolve_layers(cfg.layers, c.depth, "approx_prompt"):
+    for i in resolve_layers(cfg.layers, model.depth, "approx_prompt"):
         blk = model.blocks[i]
-        blk.attn_adapter = ApproxPrompt(c.embed_dim, cfg.num_prompts, cfg.rank, cfg.dropout)
+        blk.attn_adapter = ApproxPrompt(model.embed_dim, cfg.num_prompts, cfg.rank, cfg.dropout)
         added.append(blk.attn_adapter)
     return added

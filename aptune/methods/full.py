@@ -1,4 +1,6 @@
-"""Full fine-tuning: every parameter trains (drop path and layer-wise lr decay live in the recipe)."""
+"""Full fine-tuning: every parameter trains (drop path and layer-wise lr decay live in the recipe).
+
+Checkpoints keep the whole model state, not an adapter."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +13,6 @@ class FullConfig:
     pass
 
 
-@register("full", FullConfig, "Full fine-tuning: every parameter trains")
+@register("full", FullConfig, "Full fine-tuning: every parameter trains", full_state=True)
 def apply(model, cfg: FullConfig):
     return [model]

@@ -1,4 +1,7 @@
-"""Linear probing: only fc_norm and the classification head train."""
+"""Linear probing: only the backbone's head modules train (VideoMAE: fc_norm and the head).
+
+Nothing before them trains, so the engine may train on pooled features computed once
+(`runtime.cache_features`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +14,7 @@ class LinearConfig:
     pass
 
 
-@register("linear", LinearConfig, "Linear probing: only fc_norm and the head train")
+@register("linear", LinearConfig, "Linear probing: only the head (VideoMAE: fc_norm and the head) trains",
+          caches_features=True)
 def apply(model, cfg: LinearConfig):
     return []

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import check_int, check_prob, register, resolve_layers
+from ..errors import ConfigError
+from .registry import check_int, check_layers, check_prob, register, resolve_layers
 
 TARGETS = {"qkv": ("attn", "qkv"), "proj": ("attn", "proj"), "fc1": ("mlp", "fc1"), "fc2": ("mlp", "fc2")}
 
@@ -35,6 +36,16 @@ class LoRAConfig:
     dropout: float = 0.0
     targets: tuple[str, ...] = ("qkv",)   # any of "qkv", "proj", "fc1", "fc2"
     layers: list[int] | None = None        # block indices; None = all blocks
+
+    def __post_init__(self):
+        check_int("lora", "rank", self.rank, 1)
+        check_prob("lora", "dropout", self.dropout)
+        check_layers("lora", self.layers)
+        targets = [self.targets] if isinstance(self.targets, str) else list(self.targets)
+        bad = [t for t in targets if t not in TARGETS]
+        if bad or not targets:
+            raise ConfigError(f"lora.targets: {bad or targets} not allowed; choose from {sorted(TARGETS)}")
+        self.targets = tuple(sorted(set(targets), key=list(TARGETS).index))
 
 
 class LoRAUpdate(nn.Module):
@@ -85,27 +96,16 @@ class LoRALinear(nn.Linear):
         return out
 
 
-def _targets(cfg: LoRAConfig) -> list[str]:
-    targets = [cfg.targets] if isinstance(cfg.targets, str) else list(cfg.targets)
-    bad = [t for t in targets if t not in TARGETS]
-    if bad or not targets:
-        raise ValueError(f"lora.targets: {bad or targets} not allowed; choose from {sorted(TARGETS)}")
-    return sorted(set(targets), key=list(TARGETS).index)
-
-
 @register("lora", LoRAConfig, "LoRA: low-rank updates B A on the attention (and optionally MLP) projections")
 def apply(model, cfg: LoRAConfig) -> list[nn.Module]:
-    check_int("lora", "rank", cfg.rank, 1)
-    check_prob("lora", "dropout", cfg.dropout)
-    targets = _targets(cfg)
     added = []
-    for i in resolve_layers(cfg.layers, model.config.depth, "lora"):
-        for t in targets:
+    for i in resolve_layers(cfg.layers, model.depth, "lora"):
+        for t in cfg.targets:
             parent_name, child_name = TARGETS[t]
             parent = getattr(model.blocks[i], parent_name)
             base = getattr(parent, child_name)
             if isinstance(base, LoRALinear):
-                raise ValueError(f"lora.targets: block {i} {t} already has LoRA")
+                raise ConfigError(f"lora.targets: block {i} {t} already has LoRA")
             lora = LoRAUpdate(base.in_features, base.out_features, cfg.rank, float(cfg.alpha), cfg.dropout)
             lora.to(device=base.weight.device)
             setattr(parent, child_name, LoRALinear(base, lora))
@@ -122,7 +122,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if isinstance(child, LoRALinear):
                 setattr(parent, name, child.merged())
-    if getattr(model, "trainable_names", None) is not None:
+    if getattr(model, "tuning", None) is not None:
         names = {n for n, _ in model.named_parameters()}
-        model.trainable_names = [n for n in model.trainable_names if n in names]
+        model.tuning.trainable_names = [n for n in model.tuning.trainable_names if n in names]
     return model

@@ -2,13 +2,26 @@
 
 A method is one file that registers itself with
 
-    @register("name", Config, "one-line description")
-    def apply(model: VisionTransformer, config: Config) -> list[nn.Module]:
+    @register("name", Config, "one-line description", **traits)
+    def apply(model: Backbone, config: Config) -> list[nn.Module]:
         ...  # add modules to the model's seams; return the modules whose parameters train
 
-`apply_method` then freezes the whole model and unfreezes exactly the returned modules plus
-`fc_norm` and `head`. Nothing is decided by parameter-name patterns. The returned modules are
-flagged `is_adapter`, so they follow train()/eval() while the frozen backbone stays in eval mode.
+What a method declares, and nowhere else decides:
+  Config            a dataclass whose construction checks its own options (`__post_init__`), so a
+                    run config with a bad option fails before any work
+  apply             puts its modules into the block seams (models/layers.py) and returns them
+  traits            caches_features: nothing before the head trains, so pooled features may be cached
+                    full_state: it trains the whole model, so checkpoints keep the full state
+                    layouts: the backbone token layouts ("joint", "frames") it supports
+  no_weight_decay   a module it adds may define `no_weight_decay() -> set of its parameter names`
+                    (timm's convention); the optimizer never decays those
+  checkpoint formats of its own (the official APT layout) register in its file
+                    (aptune.models.checkpoints.register_format)
+
+`apply_method` then freezes the whole model and unfreezes exactly the returned modules plus the
+backbone's `head_modules()`. Nothing is decided by parameter-name patterns. What trains and the
+train/eval policy are kept in `model.tuning` (a `Tuning`): while training, only those modules follow
+train(); the frozen backbone stays in eval mode (no dropout or drop-path in it).
 """
 from __future__ import annotations
 
@@ -18,27 +31,63 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from ..models.vit import VisionTransformer
+from ..errors import ConfigError, UnknownNameError
+
+LAYOUTS = ("joint", "frames")
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     config: type
-    apply: Callable[[VisionTransformer, Any], list[nn.Module]]
+    apply: Callable[[nn.Module, Any], list[nn.Module]]
     description: str
+    caches_features: bool = False
+    full_state: bool = False
+    layouts: tuple[str, ...] = LAYOUTS
+
+
+@dataclass
+class Tuning:
+    """A model's tuning state: its method, that method's config and the names of what trains."""
+    method: Method
+    config: Any
+    trainable_names: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.method.name
+
+    def set_train_mode(self, model: nn.Module, mode: bool) -> None:
+        """train(mode) for the modules that train (flagged `is_adapter`); the rest stays in eval."""
+        if not mode or getattr(model, "is_adapter", False):
+            return
+        nn.Module.train(model, False)
+        for m in model.modules():
+            if getattr(m, "is_adapter", False):
+                nn.Module.train(m, True)
 
 
 _REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, config: type, description: str):
+def register(name: str, config: type, description: str, *, caches_features: bool = False,
+             full_state: bool = False, layouts: tuple[str, ...] = LAYOUTS):
+    bad = set(layouts) - set(LAYOUTS)
+    if bad:
+        raise ValueError(f"method {name!r}: unknown layouts {sorted(bad)}; known: {LAYOUTS}")
+
     def wrap(fn):
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
-        _REGISTRY[name] = Method(name, config, fn, description)
+        _REGISTRY[name] = Method(name, config, fn, description, caches_features, full_state, tuple(layouts))
         return fn
     return wrap
+
+
+def unregister(name: str) -> None:
+    """Remove a method (tests that register a toy method clean up with this)."""
+    _REGISTRY.pop(name, None)
 
 
 def list_methods() -> list[str]:
@@ -47,38 +96,44 @@ def list_methods() -> list[str]:
 
 def get_method(name: str) -> Method:
     if name not in _REGISTRY:
-        raise KeyError(f"unknown method {name!r}; known methods: {', '.join(list_methods())}")
+        raise UnknownNameError(f"unknown method {name!r}; known methods: {', '.join(list_methods())}")
     return _REGISTRY[name]
 
 
 def make_config(name: str, **options):
-    """The method's config dataclass from keyword options, with a clear error for unknown ones."""
+    """The method's config dataclass from keyword options; unknown or bad options raise ConfigError."""
     spec = get_method(name)
     known = {f.name for f in dataclasses.fields(spec.config)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ValueError(f"method {name!r} has no option(s) {unknown}; its options are {sorted(known)}")
-    return spec.config(**options)
+        raise ConfigError(f"method {name!r} has no option(s) {unknown}; its options are {sorted(known)}")
+    try:
+        return spec.config(**options)
+    except TypeError as e:
+        raise ConfigError(f"method {name!r}: {e}") from None
 
 
-def apply_method(model: VisionTransformer, name: str, config=None, **options) -> VisionTransformer:
+def apply_method(model: nn.Module, name: str, config=None, **options) -> nn.Module:
     """Add method `name` to `model` in place and set exactly what trains. Returns the model."""
     spec = get_method(name)
-    if model.method is not None:
-        raise ValueError(f"model already has method {model.method!r}; create a fresh model for {name!r}")
+    if model.tuning is not None:
+        raise ConfigError(f"model already has method {model.tuning.name!r}; create a fresh model for {name!r}")
     if config is None:
         config = make_config(name, **options)
     elif options:
-        raise ValueError("pass either a config object or keyword options, not both")
+        raise ConfigError("pass either a config object or keyword options, not both")
+    if model.layout not in spec.layouts:
+        raise ConfigError(f"method {name!r} does not support the {model.layout!r} token layout of this "
+                          f"{model.family} backbone; it supports {', '.join(spec.layouts)}")
     modules = list(spec.apply(model, config))
-    trains = modules + [model.fc_norm, model.head]
+    trains = modules + list(model.head_modules())
     model.requires_grad_(False)
     for m in trains:
         m.requires_grad_(True)
         m.is_adapter = True
     ids = {id(p) for m in trains for p in m.parameters()}
-    model.trainable_names = [n for n, p in model.named_parameters() if id(p) in ids]
-    model.method, model.method_config = name, config
+    names = [n for n, p in model.named_parameters() if id(p) in ids]
+    model.tuning = Tuning(spec, config, names)
     model.train(model.training)
     return model
 
@@ -92,23 +147,32 @@ def resolve_layers(layers, depth: int, method: str, contiguous: bool = False) ->
     out = []
     for i in layers:
         if not isinstance(i, int) or not -depth <= i < depth:
-            raise ValueError(f"{method}.layers: block index {i!r} is outside the model's {depth} blocks (0..{depth - 1})")
+            raise ConfigError(f"{method}.layers: block index {i!r} is outside the model's {depth} blocks "
+                              f"(0..{depth - 1})")
         out.append(i % depth)
     out = sorted(set(out))
     if not out:
-        raise ValueError(f"{method}.layers: empty; use None for all blocks")
+        raise ConfigError(f"{method}.layers: empty; use None for all blocks")
     if contiguous and out != list(range(out[0], out[-1] + 1)):
-        raise ValueError(f"{method}.layers: {out} must be a contiguous range of blocks")
+        raise ConfigError(f"{method}.layers: {out} must be a contiguous range of blocks")
     return out
 
 
 def check_int(method: str, field: str, value, minimum: int) -> None:
-    """ValueError naming `method.field` unless value is an integer >= minimum."""
+    """ConfigError naming `method.field` unless value is an integer >= minimum."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{method}.{field}: must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{method}.{field}: must be an integer >= {minimum}, got {value!r}")
 
 
 def check_prob(method: str, field: str, value) -> None:
-    """ValueError naming `method.field` unless value is a dropout probability in [0, 1)."""
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{method}.{field}: must be in [0, 1), got {value!r}")
+    """ConfigError naming `method.field` unless value is a dropout probability in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ConfigError(f"{method}.{field}: must be in [0, 1), got {value!r}")
+
+
+def check_layers(method: str, layers) -> None:
+    """ConfigError unless `layers` is None, an int or a list of ints (checked against depth at apply)."""
+    items = [layers] if isinstance(layers, int) else layers
+    if layers is not None and (not isinstance(items, (list, tuple)) or
+                               not all(isinstance(i, int) and not isinstance(i, bool) for i in items)):
+        raise ConfigError(f"{method}.layers: must be null, a block index or a list of block indices, got {layers!r}")

@@ -1,4 +1,7 @@
-from .vit import ViTConfig, VisionTransformer
-from .zoo import get_config, list_models
+from .backbone import Backbone
+from .layers import TokenLayout
+from .videomae import ViTConfig, VisionTransformer
+from .zoo import build_backbone, get_config, list_models
 
-__all__ = ["ViTConfig", "VisionTransformer", "get_config", "list_models"]
+__all__ = ["Backbone", "TokenLayout", "ViTConfig", "VisionTransformer", "build_backbone", "get_config",
+           "list_models"]

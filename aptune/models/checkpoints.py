@@ -2,56 +2,50 @@
 
     load_checkpoint(model, path)
       read_checkpoint(path)   file (.pth/.pt/.bin pickle with weights_only=True, .safetensors)
-                              or a Hugging Face folder (config.json + weights)
+                              or a Hugging Face folder (config.json, parsed once, + weights)
       unwrap                  `model` / `module` / `state_dict` wrappers, DDP `module.` prefixes
-      convert                 layout detected by its keys -> aptune names (checkpoint_formats.py)
+      convert                 the first registered format whose `detect` accepts the keys turns them
+                              into aptune names (a `Converted`)
       fit                     checks against the model: a head of another shape is skipped (the
-                              usual transfer case); a learned pos_embed is interpolated over the
-                              (t, h, w) grid; any other mismatch or missing backbone tensor is an error
+                              usual transfer case); position tables go to the backbone's own rule;
+                              any other mismatch or missing backbone tensor is an error
 
-Formats are recognised by their keys, never by file names. Pickles are untrusted: only tensors,
-containers and a few harmless types (argparse.Namespace, numpy scalars/dtypes/arrays) may be unpickled.
-
-LayerNorm eps: a Hugging Face folder states its own (`layer_norm_eps`, default 1e-12 in blocks, and
-1e-5 in the classifier's fc_norm). Its logits depend on it, so loading such a folder sets the model's
-LayerNorm eps (and `model.config.norm_eps` / `fc_norm_eps`, which adapters record) to the folder's
-values, with a note in the report. Other formats keep the model's eps (official VideoMAE/APT: 1e-6).
+Formats are recognised by their keys, never by file names, and each lives in the file of its
+backbone family (`videomae_formats.py`) or method (the official APT layout in `methods/apt.py`),
+registered with `register_format`. Pickles are untrusted: only tensors, containers and a few
+harmless types (argparse.Namespace, numpy scalars/dtypes/arrays) may be unpickled.
 """
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import os
 import pickle
 import re
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
-from .checkpoint_formats import (FORMATS, Converted, config_from_hf, config_from_hf_dict, convert,
-                                 hf_class_names, infer_hints, read_hf_config, understood)
-from .layers import sinusoid_table
+from ..errors import CheckpointError, MissingFileError
 
-__all__ = ["load_checkpoint", "read_state", "read_checkpoint", "describe_checkpoint", "interpolate_pos_embed",
-           "config_from_hf", "UnsafeCheckpointError", "FORMATS"]
+__all__ = ["load_checkpoint", "read_state", "read_checkpoint", "describe_checkpoint", "safe_torch_load",
+           "register_format", "formats", "Converted", "Source", "UnsafeCheckpointError"]
 
 WRAPPERS = ("model", "module", "state_dict", "model_state", "model_state_dict")
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-# fields that decide whether tensors fit; the others (frames, size, classes, eps) may differ
-STRUCTURE_FIELDS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "tubelet_size", "in_chans",
-                    "qkv_bias")
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(CheckpointError):
     """A pickled checkpoint needs a type outside the allow-list; nothing from it was executed."""
 
 
 # ---- reading -------------------------------------------------------------------------------------
 def _allowed_globals() -> list:
     """Harmless types real checkpoints pickle: argparse.Namespace (APT/VideoMAE `args`), numpy scalars,
-    dtypes and arrays (DeepSpeed saves). Entries with a name also accept numpy 1.x module paths."""
+    dtypes and arrays (DeepSpeed saves, RNG states). Entries with a name also accept numpy 1.x module paths."""
     allowed: list = [argparse.Namespace]
     try:
         import numpy as np
@@ -69,7 +63,10 @@ def _allowed_globals() -> list:
     return allowed
 
 
-def _torch_load(path: str):
+def safe_torch_load(path: str | os.PathLike):
+    """torch.load with weights_only=True and the allow-list above; every user-supplied pickle goes
+    through here. Errors name the file."""
+    path = os.fspath(path)
     allowed = _allowed_globals()
     try:
         with torch.serialization.safe_globals(allowed):
@@ -84,8 +81,8 @@ def _torch_load(path: str):
             bad = re.findall(r"GLOBAL ([\w.]+)", str(e))
         if not bad:  # not a refused type: a corrupt or foreign file
             why = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
-            raise ValueError(f"{path}: not a readable PyTorch checkpoint "
-                             f"({why.group(1).strip() if why else 'unpickling failed'})") from None
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
+                                  f"({why.group(1).strip() if why else 'unpickling failed'})") from None
         raise UnsafeCheckpointError(
             f"{path}: refusing to unpickle {', '.join(sorted(set(bad)))}: checkpoints are loaded with "
             "weights_only=True and may hold only tensors, containers, argparse.Namespace and numpy "
@@ -93,7 +90,7 @@ def _torch_load(path: str):
             "with plain tensors (torch.save(ckpt['model'], 'clean.pth')).") from None
     except Exception as e:  # truncated or not a checkpoint at all (torch raises many kinds here)
         why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({why})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({why})") from None
 
 
 def _read_file(path: str):
@@ -105,8 +102,8 @@ def _read_file(path: str):
         try:
             return load_file(path)
         except SafetensorError as e:
-            raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
-    return _torch_load(path)
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    return safe_torch_load(path)
 
 
 def _hf_weights(folder: Path) -> dict:
@@ -115,20 +112,26 @@ def _hf_weights(folder: Path) -> dict:
             return _read_file(str(folder / name))
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (folder / index).exists():
-            import json
-            shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            shards = sorted(set(read_json(folder / index)["weight_map"].values()))
             state = {}
             for shard in shards:
                 state.update(_read_file(str(folder / shard)))
             return state
-    raise FileNotFoundError(f"{folder}: no {' or '.join(HF_WEIGHTS)} (or sharded index) in this folder")
+    raise MissingFileError(f"{folder}: no {' or '.join(HF_WEIGHTS)} (or sharded index) in this folder")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
 
 
 def read_state(path: str | os.PathLike):
     """The raw contents of a checkpoint file, or the merged weights of a Hugging Face folder."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     if os.path.isdir(path):
         return _hf_weights(Path(path))
     return _read_file(path)
@@ -137,7 +140,7 @@ def read_state(path: str | os.PathLike):
 def unwrap(obj, source: str = "checkpoint") -> tuple[dict, str | None, dict]:
     """(flat tensor state, wrapper key or None, other top-level entries such as `args`)."""
     if not isinstance(obj, dict):
-        raise ValueError(f"{source}: expected a dict of tensors, found {type(obj).__name__}")
+        raise CheckpointError(f"{source}: expected a dict of tensors, found {type(obj).__name__}")
     wrapper, extras = None, {}
     if not any(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in WRAPPERS:
@@ -147,8 +150,8 @@ def unwrap(obj, source: str = "checkpoint") -> tuple[dict, str | None, dict]:
                 obj = inner
                 break
         else:
-            raise ValueError(f"{source}: no state dict found; top-level keys: {sorted(map(str, obj))[:10]}; "
-                             f"expected tensors or one of the wrappers {list(WRAPPERS)}")
+            raise CheckpointError(f"{source}: no state dict found; top-level keys: {sorted(map(str, obj))[:10]}; "
+                                  f"expected tensors or one of the wrappers {list(WRAPPERS)}")
     state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     for prefix in ("module.", "_orig_mod."):       # DDP, torch.compile
         if state and all(k.startswith(prefix) for k in state):
@@ -156,142 +159,132 @@ def unwrap(obj, source: str = "checkpoint") -> tuple[dict, str | None, dict]:
     return state, wrapper, extras
 
 
-def read_checkpoint(path: str | os.PathLike) -> Converted:
-    """Read `path` (file or Hugging Face folder) and convert it to aptune's names."""
+# ---- the format registry -------------------------------------------------------------------------
+@dataclass
+class Source:
+    """What a format sees besides the tensors: where they came from and what came with them."""
+    path: str
+    wrapper: str | None = None          # the top-level key the tensors were under, if any
+    extras: dict = field(default_factory=dict)   # the other top-level entries (e.g. `args`)
+    hf_config: dict | None = None       # a Hugging Face folder's config.json, parsed once
+
+
+@dataclass
+class Converted:
+    format: str
+    state: dict[str, torch.Tensor]                     # aptune names -> tensors
+    family: str = "videomae"                           # the backbone family the tensors belong to
+    dropped: list[str] = field(default_factory=list)   # file keys deliberately not used
+    unknown: list[str] = field(default_factory=list)   # file keys no rule understood
+    skipped: list[str] = field(default_factory=list)   # converted keys the format says not to load
+    notes: list[str] = field(default_factory=list)
+    config: object | None = None                       # the backbone config the file states (HF config.json)
+    class_names: list[str] | None = None               # label names the file states for its head
+    source_grid: tuple[int, int, int] | None = None    # (t, h, w) token grid the file was trained on, if stated
+    hints: dict = field(default_factory=dict)          # what the tensors say about the model (for messages)
+    info: dict = field(default_factory=dict)           # format-specific facts shown by inspect-checkpoint
+    check: Callable | None = None     # check(model, source): refuse a model the file does not fit, before loading
+    finish: Callable | None = None    # finish(model, report): after loading (e.g. the file's LayerNorm eps)
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    description: str
+    detect: Callable[[dict, Source], bool]
+    convert: Callable[[dict, Source], Converted]
+    priority: int
+
+
+_FORMATS: dict[str, Format] = {}
+
+
+def register_format(name: str, description: str, detect, convert, priority: int = 50) -> None:
+    """Add a checkpoint format; formats are tried by ascending priority, the first detect() wins."""
+    if name in _FORMATS:
+        raise ValueError(f"checkpoint format {name!r} registered twice")
+    _FORMATS[name] = Format(name, description, detect, convert, priority)
+
+
+def formats() -> list[Format]:
+    """Every registered format, in detection order (imports the modules that register them)."""
+    from .. import methods  # noqa: F401  (method files register their own formats)
+    from . import videomae_formats  # noqa: F401
+    return sorted(_FORMATS.values(), key=lambda f: f.priority)
+
+
+def understood() -> str:
+    return "; ".join(f"{f.name}: {f.description}" for f in formats())
+
+
+def convert(state: dict[str, torch.Tensor], source: Source) -> Converted:
+    """Detect the layout of `state` by its keys and convert it to aptune's names."""
+    for fmt in formats():
+        if fmt.detect(state, source):
+            return fmt.convert(state, source)
+    keys = list(state)
+    shown = ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "")
+    raise CheckpointError(f"unrecognised checkpoint layout ({len(keys)} tensors; keys: {shown}); "
+                          f"understood formats: {understood()}")
+
+
+def read_checkpoint(path: str | os.PathLike, raw=None) -> Converted:
+    """Read `path` (file or Hugging Face folder) and convert it to aptune's names; `raw`: its
+    contents if already read (`read_state`)."""
     path = os.fspath(path)
-    hf_config = read_hf_config(path) if os.path.isdir(path) else None
-    state, wrapper, extras = unwrap(read_state(path), path)
+    hf_config = None
+    if os.path.isdir(path):
+        cfg_path = Path(path) / "config.json"
+        if not cfg_path.exists():
+            raise MissingFileError(f"{cfg_path} not found: not a Hugging Face model folder")
+        hf_config = read_json(cfg_path)
+    state, wrapper, extras = unwrap(read_state(path) if raw is None else raw, path)
     try:
-        conv = convert(state, wrapper, extras, hf_config)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        conv = convert(state, Source(path, wrapper, extras, hf_config))
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     if wrapper:
         conv.notes.insert(0, f"weights read from the '{wrapper}' entry")
-    conv.source_grid = _stated_grid(conv, extras.get("args"))
     return conv
 
 
-def _stated_grid(conv: Converted, args) -> tuple[int, int, int] | None:
-    """The token grid the checkpoint was trained on, from HF config.json or the official code's
-    `args` (num_frames, input_size), with tubelet and patch sizes taken from the patch embedding."""
-    if conv.hf_config is not None:
-        return config_from_hf_dict(conv.hf_config).grid()
-    w = conv.state.get("patch_embed.proj.weight")                       # (C, in, t, p, p)
-    frames, size = getattr(args, "num_frames", None), getattr(args, "input_size", None)
-    if w is None or w.ndim != 5 or not isinstance(frames, int) or not isinstance(size, int):
-        return None
-    return frames // w.shape[2], size // w.shape[3], size // w.shape[4]
-
-
-# ---- positions -----------------------------------------------------------------------------------
-def _source_grid(n: int, target: tuple[int, int, int], hint: tuple[int, int, int] | None) -> tuple[int, int, int]:
-    """The (t, h, w) grid of a table of n tokens: the hint if it fits, else keep the target's spatial
-    or temporal size, else the only square factorisation."""
-    t, h, w = target
-    if hint is not None and math.prod(hint) == n:
-        return hint
-    if n % (h * w) == 0:
-        return n // (h * w), h, w
-    if n % t == 0 and math.isqrt(n // t) ** 2 == n // t:
-        s = math.isqrt(n // t)
-        return t, s, s
-    options = [(tt, math.isqrt(n // tt), math.isqrt(n // tt)) for tt in range(1, n + 1)
-               if n % tt == 0 and math.isqrt(n // tt) ** 2 == n // tt]
-    if len(options) == 1:
-        return options[0]
-    raise ValueError(f"pos_embed has {n} tokens: cannot tell its (t, h, w) grid (candidates {options}) "
-                     f"for the model's grid {target}; the checkpoint states no num_frames/input_size "
-                     "(args) or config.json to decide")
-
-
-def interpolate_pos_embed(pos: torch.Tensor, target_grid: tuple[int, int, int],
-                          source_grid: tuple[int, int, int] | None = None) -> torch.Tensor:
-    """Resize a learned position table (1, N', C) to `target_grid` (t, h, w) by trilinear
-    interpolation over its own (t', h', w') grid (align_corners=False). Returns (1, t*h*w, C)."""
-    if pos.ndim != 3 or pos.shape[0] != 1:
-        raise ValueError(f"pos_embed must be (1, N, C), got {tuple(pos.shape)}")
-    _, n, c = pos.shape
-    src = _source_grid(n, target_grid, source_grid)
-    if tuple(src) == tuple(target_grid):
-        return pos
-    grid = pos.reshape(1, *src, c).permute(0, 4, 1, 2, 3).float()          # (1, C, t', h', w')
-    grid = F.interpolate(grid, size=tuple(target_grid), mode="trilinear", align_corners=False)
-    return grid.permute(0, 2, 3, 4, 1).reshape(1, -1, c).to(pos.dtype)     # (1, t*h*w, C)
-
-
 # ---- fitting -------------------------------------------------------------------------------------
-def _backbone_names(model) -> set[str]:
-    """State-dict names of the plain backbone (no method), built on the meta device (no memory)."""
-    from .vit import VisionTransformer
+def _plain_names(model) -> tuple[set[str], set[str]]:
+    """State-dict names of the plain backbone (no method) and, of those, the head modules' ones;
+    built on the meta device (no memory)."""
+    from .zoo import build_backbone
     with torch.device("meta"):
-        plain = VisionTransformer(model.config)
-    return set(plain.state_dict())
-
-
-def _structure_errors(config, hf_cfg: dict, source: str) -> None:
-    want = config_from_hf_dict(hf_cfg, source)
-    for f in STRUCTURE_FIELDS:
-        a, b = getattr(config, f), getattr(want, f)
-        if a != b:
-            raise ValueError(f"{source}: ViTConfig.{f} is {a} in the model but {b} in the checkpoint's config.json; "
-                             f"build the model from it (aptune.models.checkpoints.config_from_hf or "
-                             f"create_model('{source}'))")
+        plain = build_backbone(model.config)
+    head_ids = {id(p) for m in plain.head_modules() for p in m.parameters()}
+    head = {n for n, p in plain.named_parameters() if id(p) in head_ids}
+    return set(plain.state_dict()), head
 
 
 def _hint_diffs(config, hints: dict) -> str:
-    diffs = [f"ViTConfig.{k}: model {getattr(config, k)}, checkpoint {v}" for k, v in hints.items()
-             if k in STRUCTURE_FIELDS and getattr(config, k) != v]
+    diffs = [f"{type(config).__name__}.{k}: model {getattr(config, k)}, checkpoint {v}" for k, v in hints.items()
+             if hasattr(config, k) and k != "num_classes" and getattr(config, k) != v]
     return ("; differing fields: " + "; ".join(diffs)) if diffs else ""
-
-
-def _check_apt(model, conv: Converted, source: str) -> None:
-    lay = conv.apt
-    want = (f"method='apt', num_prompts={lay.num_prompts}, layers=list(range({lay.start}, {lay.end + 1})), "
-            f"reparam={lay.reparam}")
-    if model.method != "apt":
-        raise ValueError(f"{source}: an official APT checkpoint (prompts in blocks {lay.start}..{lay.end}) needs a "
-                         f"model with the APT method; this one has method={model.method!r}. Use create_model(..., "
-                         f"{want})")
-    cfg = model.method_config
-    layers = sorted(i for i, b in enumerate(model.blocks) if b.kv_prompts is not None)
-    checks = [("num_prompts", cfg.num_prompts, lay.num_prompts, "args.prompt_num_tokens"),
-              ("layers", layers, list(range(lay.start, lay.end + 1)), "args.prompt_start..prompt_end"),
-              ("reparam", cfg.reparam, lay.reparam, "prompt_scale present")]
-    for option, have, ckpt, where in checks:
-        if have != ckpt:
-            raise ValueError(f"{source}: apt.{option} is {have} in the model but {ckpt} in the checkpoint ({where}); "
-                             f"use create_model(..., {want})")
-
-
-def _set_norm_eps(model, norm_eps: float, fc_norm_eps: float | None) -> None:
-    for blk in model.blocks:
-        blk.norm1.eps = blk.norm2.eps = norm_eps
-    model.fc_norm.eps = norm_eps if fc_norm_eps is None else fc_norm_eps
-    model.config.norm_eps, model.config.fc_norm_eps = norm_eps, fc_norm_eps
 
 
 def fit(model, conv: Converted, source: str = "checkpoint") -> dict:
     """Copy `conv` into `model`; returns the report. See the module docstring for the rules."""
-    report = {"format": conv.format, "loaded": 0, "skipped": [], "missing": [], "notes": list(conv.notes),
-              "dropped": list(conv.dropped)}
-    cfg = model.config
+    report = {"format": conv.format, "loaded": 0, "skipped": list(conv.skipped), "missing": [],
+              "notes": list(conv.notes), "dropped": list(conv.dropped)}
     if conv.unknown:
-        raise ValueError(f"{source}: {len(conv.unknown)} tensor(s) not understood for format {conv.format}: "
-                         f"{conv.unknown[:8]}; understood formats: {understood()}")
-    if conv.apt is not None:
-        _check_apt(model, conv, source)
-    if conv.hf_config is not None:
-        _structure_errors(cfg, conv.hf_config, source)
-        names = hf_class_names(conv.hf_config)
-        if names is not None:
-            report["class_names"] = names
-
+        raise CheckpointError(f"{source}: {len(conv.unknown)} tensor(s) not understood for format {conv.format}: "
+                              f"{conv.unknown[:8]}; understood formats: {understood()}")
+    if conv.family != model.family:
+        raise CheckpointError(f"{source}: a {conv.family} checkpoint ({conv.format}) cannot load into a "
+                              f"{model.family} backbone")
+    if conv.check is not None:
+        conv.check(model, source)
     own = model.state_dict()
-    backbone = _backbone_names(model)
     to_load, unexpected, bad_shape = {}, [], []
     for key, t in conv.state.items():
-        if key == "pos_embed":
-            _fit_pos_embed(model, t, conv.source_grid, to_load, report)
+        if key in model.position_keys:
+            fitted = model.fit_position_table(key, t, conv.source_grid, report)
+            if fitted is not None:
+                to_load[key] = fitted
             continue
         if key not in own:
             if key.startswith("head."):
@@ -308,90 +301,64 @@ def fit(model, conv: Converted, source: str = "checkpoint") -> dict:
                 bad_shape.append(f"{key} {tuple(t.shape)} vs model {tuple(own[key].shape)}")
         else:
             to_load[key] = t
-    hints = _hint_diffs(cfg, infer_hints(conv.state))
+    hints = _hint_diffs(model.config, conv.hints)
+    names = ", ".join(f.name for f in formats())
     if bad_shape:
-        raise ValueError(f"{source} ({conv.format}): shape mismatch for {bad_shape[:6]}{hints}; understood formats: "
-                         f"{', '.join(FORMATS)}")
+        raise CheckpointError(f"{source} ({conv.format}): shape mismatch for {bad_shape[:6]}{hints}; understood "
+                              f"formats: {names}")
     if unexpected:
-        raise ValueError(f"{source} ({conv.format}): tensors with no place in the model: {unexpected[:8]}{hints}. "
-                         f"Method parameters need the same method applied first; understood formats: "
-                         f"{', '.join(FORMATS)}")
-    if conv.hf_config is not None and not conv.hf_config.get("use_mean_pooling", True):
-        for k in [k for k in to_load if k.startswith(("head.", "fc_norm."))]:
-            del to_load[k]
-            report["skipped"].append(k)
-            report["notes"].append(f"{k} skipped: use_mean_pooling=False, HF classifies the first token")
+        raise CheckpointError(f"{source} ({conv.format}): tensors with no place in the model: {unexpected[:8]}{hints}. "
+                              f"Method parameters need the same method applied first; understood formats: {names}")
+    plain, head = _plain_names(model)
     missing = [k for k in own if k not in to_load]
-    missing_backbone = [k for k in missing if k in backbone and not k.startswith(("fc_norm.", "head.", "pos_embed"))]
+    fresh_ok = head | set(model.position_keys)
+    missing_backbone = [k for k in missing if k in plain and k not in fresh_ok]
     if missing_backbone:
-        raise ValueError(f"{source} ({conv.format}): backbone tensors missing from the checkpoint: "
-                         f"{missing_backbone[:8]}{' ...' if len(missing_backbone) > 8 else ''}{hints}; "
-                         f"understood formats: {', '.join(FORMATS)}")
-    fresh = sorted({k.split(".")[0] for k in missing if k.startswith(("fc_norm.", "head.", "pos_embed"))})
+        raise CheckpointError(f"{source} ({conv.format}): backbone tensors missing from the checkpoint: "
+                              f"{missing_backbone[:8]}{' ...' if len(missing_backbone) > 8 else ''}{hints}; "
+                              f"understood formats: {names}")
+    fresh = sorted({k.split(".")[0] for k in missing if k in fresh_ok})
     if fresh:
         report["notes"].append(f"{', '.join(fresh)} not loaded: fresh init")
-    if conv.hf_config is not None:   # the folder's eps decides its outputs (module docstring)
-        hf = config_from_hf_dict(conv.hf_config, source)
-        if (cfg.norm_eps, cfg.fc_norm_eps) != (hf.norm_eps, hf.fc_norm_eps):
-            report["notes"].append(f"LayerNorm eps set from config.json: blocks {hf.norm_eps:g} "
-                                   f"(model had {cfg.norm_eps:g}), fc_norm {hf.fc_norm_eps:g}")
-            _set_norm_eps(model, hf.norm_eps, hf.fc_norm_eps)
+    if conv.finish is not None:
+        conv.finish(model, report)
     model.load_state_dict(to_load, strict=False)
     report["loaded"] = len(to_load)
     report["missing"] = missing
-    if "class_names" in report and "head.weight" in to_load:
-        model.class_names = report["class_names"]
+    if conv.class_names is not None and "head.weight" in to_load:
+        report["class_names"] = conv.class_names
+        model.class_names = conv.class_names
     return report
 
 
-def _fit_pos_embed(model, t: torch.Tensor, hint_grid, to_load: dict, report: dict) -> None:
-    cfg = model.config
-    if not cfg.learnable_pos_embed:
-        fixed = t.shape[-1] == cfg.embed_dim and torch.allclose(
-            t.float().reshape(1, -1, cfg.embed_dim), sinusoid_table(t.shape[-2], cfg.embed_dim), atol=1e-4)
-        report["skipped"].append("pos_embed")
-        report["notes"].append("pos_embed dropped: " + (
-            "the fixed sin-cos table, which the model rebuilds for its own clip size" if fixed else
-            "the checkpoint has a LEARNED position table but the model uses the fixed sin-cos one; "
-            "create it with learnable_pos_embed=True to use it"))
-        return
-    target = cfg.grid()
-    new = interpolate_pos_embed(t.reshape(1, -1, t.shape[-1]), target, hint_grid)
-    if new.shape[1] != t.reshape(1, -1, t.shape[-1]).shape[1]:
-        report["notes"].append(f"pos_embed interpolated (trilinear) from {t.shape[-2]} tokens to the grid {target}")
-    to_load["pos_embed"] = new
-
-
 # ---- entry points --------------------------------------------------------------------------------
-def load_checkpoint(model, path: str | os.PathLike, strict: bool = False) -> dict:
+def load_checkpoint(model, path: str | os.PathLike, strict: bool = False, conv: Converted | None = None) -> dict:
     """Load any supported checkpoint into `model` (its method, if any, already applied).
 
-    Returns {"format", "loaded", "skipped", "missing", "notes", "dropped"} (+ "class_names" for a
-    Hugging Face classifier with real label names). `strict=True` also fails when any model tensor,
-    fc_norm, head or method parameters included, stays at its fresh init.
-    Raises ValueError naming the keys or config fields at fault, and listing the formats understood.
+    Returns {"format", "loaded", "skipped", "missing", "notes", "dropped"} (+ "class_names" when the
+    file names its classes). `strict=True` also fails when any model tensor, fc_norm, head or method
+    parameters included, stays at its fresh init. `conv`: the file already read by `read_checkpoint`.
+    Raises CheckpointError naming the keys or config fields at fault, and listing the formats understood.
     """
-    conv = read_checkpoint(path)
+    conv = conv if conv is not None else read_checkpoint(path)
     report = fit(model, conv, os.fspath(path))
     heads = [k for k in report["skipped"] if k.startswith("head.")]
     if heads:
         warnings.warn(f"{os.fspath(path)}: classification head {heads} skipped (see the load report's notes); "
                       "it starts fresh", stacklevel=2)
     if strict and (report["missing"] or report["skipped"]):
-        raise ValueError(f"{os.fspath(path)}: strict load, but not in the checkpoint: "
-                         f"{(report['missing'] + report['skipped'])[:8]}")
+        raise CheckpointError(f"{os.fspath(path)}: strict load, but not in the checkpoint: "
+                              f"{(report['missing'] + report['skipped'])[:8]}")
     return report
 
 
 def describe_checkpoint(path: str | os.PathLike) -> dict:
     """Format, wrapper notes, config hints and key counts of a checkpoint, without a model."""
     conv = read_checkpoint(path)
-    info = {"format": conv.format, "description": FORMATS[conv.format], "tensors": len(conv.state),
+    desc = {f.name: f.description for f in formats()}[conv.format]
+    info = {"format": conv.format, "description": desc, "family": conv.family, "tensors": len(conv.state),
             "parameters": sum(t.numel() for t in conv.state.values()), "dropped": len(conv.dropped),
-            "unknown": conv.unknown[:8], "hints": infer_hints(conv.state), "notes": conv.notes}
-    if conv.apt is not None:
-        lay = conv.apt
-        info["apt"] = {"num_prompts": lay.num_prompts, "layers": f"{lay.start}..{lay.end}", "reparam": lay.reparam}
-    if conv.hf_config is not None:
-        info["config"] = config_from_hf_dict(conv.hf_config).to_dict()
+            "unknown": conv.unknown[:8], "hints": conv.hints, "notes": conv.notes, **conv.info}
+    if conv.config is not None:
+        info["config"] = conv.config.to_dict()
     return info

@@ -1,27 +1,95 @@
-"""Building blocks of the video ViT: patch embedding, attention, MLP, block.
+"""Building blocks of the ViT backbones: token layout, patch embedding, attention, MLP, block.
 
-The blocks know nothing about any tuning method. They expose *seams* that a method
-fills with its own modules (all default to None, which gives the plain VideoMAE block):
+The blocks know nothing about any tuning method. They expose *seams* that a method fills with
+its own modules (all default to None, which gives the plain pre-norm block). Every seam gets the
+`TokenLayout` of the sequence it sees (where the class tokens, prompts and patch tokens are, and
+the patch-token grid):
 
-    Block.tokens_in     x (B, N, C) -> (B, N + m, C)   runs before the block (VPT adds prompt tokens)
-    Block.tokens_out    x (B, N + m, C) -> (B, N, C)   runs after the block (VPT removes them)
-    Block.kv_prompts    () -> (k, v)                   extra keys/values joined to attention (APT);
-                                                        each (m, head_dim) shared by heads and batch,
-                                                        or anything broadcastable to (B, H, m, head_dim)
-    Block.attn_adapter  (h, a) -> a'                   rewrites the attention output a, given its
-                                                        input h = norm1(x) (Approximated Prompt Tuning)
-    Block.mlp_adapter   x -> delta                     a branch parallel to the MLP (AdaptFormer)
+    Block.tokens_in     (x, layout) -> (x', layout')  before the block (VPT joins prompt tokens)
+    Block.pre_attn      (x, layout) -> x'             the residual stream before attention
+                                                        (an adapter adds its own residual: ST-Adapter)
+    Block.kv_prompts    (layout) -> (k, v)            extra keys/values joined to attention (APT),
+                                                        each (m, head_dim) or broadcastable to
+                                                        (B, H, m, head_dim)
+    Block.attn_adapter  (h, a, layout) -> a'          rewrites the attention output a, given its input
+                                                        h = norm1(x) (Approximated Prompt Tuning)
+    Block.pre_mlp       (x, layout) -> x'             the residual stream after attention, before the MLP
+    Block.mlp_adapter   (x, h, layout) -> delta       a branch parallel to the MLP, given the stream x and
+                                                        h = norm2(x) (AdaptFormer reads x, AIM reads h)
+    Block.tokens_out    (x, layout) -> (x', layout')  after the block (VPT removes prompt tokens)
+    Block.wrap          (block, x, layout) -> (x', layout')
+                        takes over the whole block: a method that must run the frozen parts in
+                        another order (AIM runs the attention twice) puts its module here. The
+                        block's own children keep their names (`blocks.3.attn.qkv.weight`), the
+                        wrap's parameters live under `blocks.3.wrap.*`, so backbone checkpoints and
+                        adapter files keep working; `Block.attention` / `Block.feed_forward` are
+                        the pieces a wrap calls.
 
-and every projection is called as a submodule (`self.qkv(x)`), so wrappers such as LoRA
-that replace `attn.qkv` take effect.
+Every projection is called as a submodule (`self.qkv(x)`), so wrappers such as LoRA that replace
+`attn.qkv` (keeping its parameter names) take effect.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """What the token axis of a (S, L, C) sequence batch holds.
+
+    frames:  frames per clip of the input video
+    grid:    (t, h, w) grid of the patch tokens of ONE sequence
+    prefix:  class tokens at the start of each sequence
+    prompts: prompt tokens right after the prefix (VPT)
+    folded:  frames are folded into the batch axis: S = clips * frames and each sequence is one
+             frame (grid (1, h, w)); otherwise S = clips
+    Sequence order: [prefix | prompts | patches (t, h, w)].
+    """
+    frames: int
+    grid: tuple[int, int, int]
+    prefix: int = 0
+    prompts: int = 0
+    folded: bool = False
+
+    @property
+    def num_patches(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
+
+    @property
+    def patch_start(self) -> int:
+        return self.prefix + self.prompts
+
+    @property
+    def length(self) -> int:
+        return self.patch_start + self.num_patches
+
+    def with_prompts(self, m: int) -> "TokenLayout":
+        """The layout after m prompt tokens joined (m < 0: left) the sequence."""
+        return replace(self, prompts=self.prompts + m)
+
+    def patch_grid(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patch tokens (S, N, C) -> (clips, C, T, h, w), the frames of a folded batch unfolded."""
+        t, h, w = self.grid
+        S, _, C = patches.shape
+        if self.folded:
+            x = patches.reshape(S // self.frames, self.frames, h, w, C)        # (B, T, h, w, C)
+        else:
+            x = patches.reshape(S, t, h, w, C)
+        return x.permute(0, 4, 1, 2, 3)
+
+    def from_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        """Inverse of `patch_grid`: (clips, C, T, h, w) -> patch tokens (S, N, C)."""
+        B, C = grid.shape[:2]
+        x = grid.permute(0, 2, 3, 4, 1)                                         # (B, T, h, w, C)
+        if self.folded:
+            return x.reshape(B * self.frames, -1, C)
+        return x.reshape(B, -1, C)
 
 
 def sinusoid_table(n_position: int, dim: int) -> torch.Tensor:
@@ -56,30 +124,36 @@ class DropPath(nn.Module):
 class PatchEmbed(nn.Module):
     """Tubelet embedding: Conv3d with kernel = stride = (tubelet, patch, patch)."""
 
-    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, tubelet_size: int):
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, tubelet_size: int, bias: bool = True):
         super().__init__()
         self.patch_size = patch_size
         self.tubelet_size = tubelet_size
         k = (tubelet_size, patch_size, patch_size)
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=k, stride=k)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=k, stride=k, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)                        # (B, C, T/t, H/p, W/p)
         return x.flatten(2).transpose(1, 2)     # (B, N, C), tokens ordered (t, h, w)
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention with VideoMAE's bias layout (q and v biases, no k bias),
-    computed by the fused `scaled_dot_product_attention`, optionally over extra keys/values."""
+QKV_BIASES = ("qv", "qkv", "none")
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0):
+
+class Attention(nn.Module):
+    """Multi-head self-attention computed by the fused `scaled_dot_product_attention`, optionally
+    over extra keys/values. `bias`: "qv" (VideoMAE: separate q_bias and v_bias, no key bias),
+    "qkv" (a bias on the fused qkv Linear: CLIP, timm) or "none"."""
+
+    def __init__(self, dim: int, num_heads: int, bias: str = "qv", attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
-        assert dim % num_heads == 0, f"embed_dim {dim} is not divisible by num_heads {num_heads}"
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        if bias not in QKV_BIASES:
+            raise ValueError(f"attention bias must be one of {QKV_BIASES}, got {bias!r}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=False)
-        if qkv_bias:
+        self.qkv = nn.Linear(dim, dim * 3, bias=bias == "qkv")
+        if bias == "qv":
             self.q_bias = nn.Parameter(torch.zeros(dim))
             self.v_bias = nn.Parameter(torch.zeros(dim))
         else:
@@ -116,11 +190,23 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
+class QuickGELU(nn.Module):
+    """CLIP's activation, x * sigmoid(1.702 x)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
+
+
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0, act: str = "gelu"):
         super().__init__()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"MLP activation must be one of {sorted(ACTIVATIONS)}, got {act!r}")
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
+        self.act = ACTIVATIONS[act]()
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
@@ -131,37 +217,54 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block with the method seams listed in this module's docstring."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: str = "qv",
                  norm_eps: float = 1e-6, drop: float = 0.0, attn_drop: float = 0.0,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, act: str = "gelu"):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop, act)
         # method seams (None = plain block)
         self.tokens_in: nn.Module | None = None
-        self.tokens_out: nn.Module | None = None
+        self.pre_attn: nn.Module | None = None
         self.kv_prompts: nn.Module | None = None
         self.attn_adapter: nn.Module | None = None
+        self.pre_mlp: nn.Module | None = None
         self.mlp_adapter: nn.Module | None = None
+        self.tokens_out: nn.Module | None = None
+        self.wrap: nn.Module | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> tuple[torch.Tensor, TokenLayout]:
+        if self.wrap is not None:
+            return self.wrap(self, x, layout)
         if self.tokens_in is not None:
-            x = self.tokens_in(x)
-        h = self.norm1(x)
-        a = self.attn(h, self.kv_prompts() if self.kv_prompts is not None else None)
-        if self.attn_adapter is not None:
-            a = self.attn_adapter(h, a)
-        x = x + self.drop_path(a)
-        y = self.mlp(self.norm2(x))
-        if self.mlp_adapter is not None:
-            y = y + self.mlp_adapter(x)
-        x = x + self.drop_path(y)
+            x, layout = self.tokens_in(x, layout)
+        if self.pre_attn is not None:
+            x = self.pre_attn(x, layout)
+        x = x + self.drop_path(self.attention(self.norm1(x), layout))
+        if self.pre_mlp is not None:
+            x = self.pre_mlp(x, layout)
+        x = x + self.drop_path(self.feed_forward(x, layout))
         if self.tokens_out is not None:
-            x = self.tokens_out(x)
-        return x
+            x, layout = self.tokens_out(x, layout)
+        return x, layout
+
+    def attention(self, h: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        """The attention branch on normalised input h (with kv_prompts and attn_adapter)."""
+        a = self.attn(h, self.kv_prompts(layout) if self.kv_prompts is not None else None)
+        if self.attn_adapter is not None:
+            a = self.attn_adapter(h, a, layout)
+        return a
+
+    def feed_forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        """The MLP branch on the stream x (norm2, MLP, plus mlp_adapter)."""
+        h = self.norm2(x)
+        y = self.mlp(h)
+        if self.mlp_adapter is not None:
+            y = y + self.mlp_adapter(x, h, layout)
+        return y
 
 
 def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:

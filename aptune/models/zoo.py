@@ -1,11 +1,22 @@
-"""Named backbone configurations. `get_config(name, **overrides)` returns a fresh ViTConfig."""
+"""Named backbone configurations and the backbone families.
+
+    get_config(name, **overrides)   a fresh config of a zoo model
+    build_backbone(config)          the backbone module of that config's family
+    config_from_dict(family, d)     a config read back from an adapter file
+"""
 from __future__ import annotations
 
 from dataclasses import replace
 
-from .vit import ViTConfig
+from ..errors import ConfigError, UnknownNameError
+from .videomae import ViTConfig, VisionTransformer
 
-ZOO: dict[str, ViTConfig] = {
+# family name -> (config class, backbone class); a new family is one entry here
+FAMILIES: dict[str, tuple[type, type]] = {
+    "videomae": (ViTConfig, VisionTransformer),
+}
+
+ZOO: dict[str, object] = {
     "videomae-vit-s": ViTConfig(embed_dim=384, depth=12, num_heads=6),
     "videomae-vit-b": ViTConfig(embed_dim=768, depth=12, num_heads=12),
     "videomae-vit-l": ViTConfig(embed_dim=1024, depth=24, num_heads=16),
@@ -21,7 +32,25 @@ def list_models() -> list[str]:
     return sorted(ZOO)
 
 
-def get_config(name: str, **overrides) -> ViTConfig:
+def get_config(name: str, **overrides):
     if name not in ZOO:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+        raise UnknownNameError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return replace(ZOO[name], **overrides)
+
+
+def family_of(config) -> str:
+    return type(config).family
+
+
+def build_backbone(config):
+    """The backbone module for `config` (any family's config class)."""
+    for cfg_cls, net_cls in FAMILIES.values():
+        if isinstance(config, cfg_cls):
+            return net_cls(config)
+    raise ConfigError(f"no backbone family for config {type(config).__name__}; families: {', '.join(FAMILIES)}")
+
+
+def config_from_dict(family: str, d: dict):
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown backbone family {family!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[family][0].from_dict(d)

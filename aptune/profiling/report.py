@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..api import count_parameters, create_model
+from ..errors import ConfigError
 from ..methods import get_method
 from .flops import count_flops
 
@@ -66,8 +67,8 @@ def build(model: str, spec: MethodSpec | None, num_classes: int, num_frames: int
 def _row(label: str, net, num_frames, img_size, base_gflops: float | None) -> ProfileRow:
     counts = count_parameters(net)
     gflops = count_flops(net, num_frames, img_size)
-    applied = net.method is not None
-    cfg = dataclasses.asdict(net.method_config) if applied and dataclasses.is_dataclass(net.method_config) else None
+    applied = net.tuning is not None
+    cfg = dataclasses.asdict(net.tuning.config) if applied else None
     return ProfileRow(
         method=label, trainable_params=counts["trainable"] if applied else None, total_params=counts["total"],
         gflops=gflops, delta_gflops=gflops - (gflops if base_gflops is None else base_gflops),
@@ -132,7 +133,7 @@ def sweep(model: str, methods: list[MethodSpec], num_classes: int, prompts=DEFAU
     for s in methods:
         known = {f.name for f in dataclasses.fields(get_method(s.name).config)}
         if "num_prompts" not in known:
-            raise ValueError(f"--sweep: method {s.name!r} has no num_prompts option; its options are {sorted(known)}")
+            raise ConfigError(f"--sweep: method {s.name!r} has no num_prompts option; its options are {sorted(known)}")
     base = count_flops(build(model, None, num_classes, num_frames, img_size), num_frames, img_size)
     jobs = [(s, m) for s in methods for m in prompts]
     points = []
@@ -141,8 +142,8 @@ def sweep(model: str, methods: list[MethodSpec], num_classes: int, prompts=DEFAU
         counts = count_parameters(net)
         g = count_flops(net, num_frames, img_size)
         label = s.label
-        if isinstance(getattr(net.method_config, "deep", None), bool):   # VPT: say which variant
-            label += " (deep)" if net.method_config.deep else " (shallow)"
+        if isinstance(getattr(net.tuning.config, "deep", None), bool):   # VPT: say which variant
+            label += " (deep)" if net.tuning.config.deep else " (shallow)"
         points.append(SweepPoint(label, m, counts["trainable"], counts["total"], g, g - base))
     return base, points
 

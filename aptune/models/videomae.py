@@ -6,7 +6,9 @@
       -> depth x Block (pre-norm MHA + MLP, with method seams)        (B, N, C)
       -> mean over tokens -> fc_norm -> dropout -> head               (B, num_classes)
 
-No CLS token. Methods attach to the seams of `layers.Block`; this file knows none of them.
+No class token; all tokens of a clip attend to each other (layout "joint"). Methods attach to the
+seams of `layers.Block`; this file knows none of them. The checkpoint formats of this family are
+in `videomae_formats.py`.
 """
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
 
-from .layers import Block, PatchEmbed, sinusoid_table, trunc_normal_init
+from ..errors import ConfigError
+from .backbone import Backbone
+from .layers import Block, PatchEmbed, TokenLayout, sinusoid_table, trunc_normal_init
 
 
 @dataclass
@@ -30,7 +33,7 @@ class ViTConfig:
     in_chans: int = 3
     num_frames: int = 16
     img_size: int = 224
-    qkv_bias: bool = True
+    qkv_bias: bool = True         # VideoMAE's q and v biases (the key has none)
     norm_eps: float = 1e-6
     fc_norm_eps: float | None = None  # eps of fc_norm when it differs from norm_eps (HF VideoMAE: 1e-5)
     num_classes: int = 0
@@ -40,6 +43,8 @@ class ViTConfig:
     head_dropout: float = 0.0     # dropout before the classification head (VideoMAE's fc_drop_rate)
     init_scale: float = 0.001     # head weights are scaled by this after init (VideoMAE)
     learnable_pos_embed: bool = False
+
+    family = "videomae"
 
     @property
     def head_dim(self) -> int:
@@ -53,7 +58,7 @@ class ViTConfig:
 
     def validate(self) -> None:
         def bad(field, msg):
-            raise ValueError(f"ViTConfig.{field}: {msg}")
+            raise ConfigError(f"ViTConfig.{field}: {msg}")
         if self.embed_dim % self.num_heads:
             bad("num_heads", f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.num_frames % self.tubelet_size:
@@ -71,11 +76,16 @@ class ViTConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"ViTConfig: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(f"ViTConfig: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(Backbone):
+    """VideoMAE's ViT (the "videomae" backbone family)."""
+    family = "videomae"
+    stem = ("patch_embed.", "pos_embed")
+    position_keys = ("pos_embed",)
+
     def __init__(self, config: ViTConfig):
         super().__init__()
         config.validate()
@@ -89,8 +99,9 @@ class VisionTransformer(nn.Module):
             self.register_buffer("pos_embed", sinusoid_table(n, c.embed_dim), persistent=False)
         self.pos_drop = nn.Dropout(c.drop_rate)
         dpr = torch.linspace(0, c.drop_path_rate, c.depth, device="cpu").tolist()  # works under torch.device("meta")
+        bias = "qv" if c.qkv_bias else "none"
         self.blocks = nn.ModuleList([
-            Block(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.norm_eps, c.drop_rate,
+            Block(c.embed_dim, c.num_heads, c.mlp_ratio, bias, c.norm_eps, c.drop_rate,
                   c.attn_drop_rate, dpr[i]) for i in range(c.depth)])
         self.fc_norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps if c.fc_norm_eps is None else c.fc_norm_eps)
         self.head_drop = nn.Dropout(c.head_dropout)
@@ -99,11 +110,13 @@ class VisionTransformer(nn.Module):
         if isinstance(self.head, nn.Linear):
             self.head.weight.data.mul_(c.init_scale)
             self.head.bias.data.mul_(c.init_scale)
-        self.grad_checkpointing = False
-        # set by aptune.methods.apply_method: the method's name, config and what trains
-        self.method: str | None = None
-        self.method_config = None
-        self.trainable_names: list[str] | None = None
+
+    # ---- the contract (models/backbone.py) ----------------------------------------------------
+    def head_modules(self) -> list[nn.Module]:
+        return [self.fc_norm, self.head_drop, self.head]
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
 
     # ---- positions -------------------------------------------------------------------------
     def _num_tokens(self, T: int, H: int, W: int) -> int:
@@ -115,74 +128,54 @@ class VisionTransformer(nn.Module):
         if self.pos_embed.shape[1] == n:
             return self.pos_embed
         if self.config.learnable_pos_embed:
-            raise ValueError(
+            raise ConfigError(
                 f"learned position embedding has {self.pos_embed.shape[1]} tokens but the input gives {n}; "
                 "interpolate it when loading the checkpoint (aptune.models.checkpoints) for another clip size")
         return sinusoid_table(n, self.config.embed_dim).to(self.pos_embed.device)
 
-    # ---- frozen prefix -----------------------------------------------------------------------
-    def num_frozen_blocks(self) -> int:
-        """Leading blocks with nothing to train (patch embedding frozen too): they can run without autograd."""
-        if any(p.requires_grad for p in self.patch_embed.parameters()) or (
-                isinstance(self.pos_embed, nn.Parameter) and self.pos_embed.requires_grad):
-            return 0
-        n = 0
+    def fit_position_table(self, key: str, t: torch.Tensor, source_grid, report: dict) -> torch.Tensor | None:
+        """A checkpoint's position table for this model (checkpoints.fit): a learned table is
+        interpolated over the (t, h, w) grid; with the fixed sin-cos table the file's is dropped."""
+        from .positions import interpolate_pos_embed
+        c = self.config
+        if not c.learnable_pos_embed:
+            fixed = t.shape[-1] == c.embed_dim and torch.allclose(
+                t.float().reshape(1, -1, c.embed_dim), sinusoid_table(t.shape[-2], c.embed_dim), atol=1e-4)
+            report["skipped"].append(key)
+            report["notes"].append("pos_embed dropped: " + (
+                "the fixed sin-cos table, which the model rebuilds for its own clip size" if fixed else
+                "the checkpoint has a LEARNED position table but the model uses the fixed sin-cos one; "
+                "create it with learnable_pos_embed=True to use it"))
+            return None
+        target = c.grid()
+        table = t.reshape(1, -1, t.shape[-1])
+        new = interpolate_pos_embed(table, target, source_grid)
+        if new.shape[1] != table.shape[1]:
+            report["notes"].append(f"pos_embed interpolated (trilinear) from {t.shape[-2]} tokens to the grid {target}")
+        return new
+
+    def set_norm_eps(self, norm_eps: float, fc_norm_eps: float | None) -> None:
+        """Change every LayerNorm's eps (and the config, which adapters record)."""
         for blk in self.blocks:
-            if any(p.requires_grad for p in blk.parameters()):
-                break
-            n += 1
-        return n
+            blk.norm1.eps = blk.norm2.eps = norm_eps
+        self.fc_norm.eps = norm_eps if fc_norm_eps is None else fc_norm_eps
+        self.config.norm_eps, self.config.fc_norm_eps = norm_eps, fc_norm_eps
 
     # ---- forward -----------------------------------------------------------------------------
-    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) -> tokens after the last block (B, N, C)."""
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, TokenLayout]:
         c = self.config
         if x.ndim != 5 or x.shape[1] != c.in_chans:
             raise ValueError(f"expected video (B, {c.in_chans}, T, H, W), got shape {tuple(x.shape)}")
-        B, _, T, H, W = x.shape
+        _, _, T, H, W = x.shape
         if T % c.tubelet_size or H % c.patch_size or W % c.patch_size:
             raise ValueError(f"clip {T}x{H}x{W} is not divisible by tubelet {c.tubelet_size} and patch {c.patch_size}")
-        # blocks before the first one with trainable parameters need no autograd at all
-        skip_grad = torch.is_grad_enabled() and not x.requires_grad
-        n_frozen = self.num_frozen_blocks() if skip_grad else 0
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not (skip_grad and n_frozen > 0)):
-            x = self.patch_embed(x)                                          # (B, N, C)
-            x = self.pos_drop(x + self.position_embedding(x.shape[1]).to(x.dtype))
-            for blk in self.blocks[:n_frozen]:
-                x = blk(x)
-        for blk in self.blocks[n_frozen:]:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
-        return x
+        x = self.patch_embed(x)                                              # (B, N, C)
+        x = self.pos_drop(x + self.position_embedding(x.shape[1]).to(x.dtype))
+        grid = (T // c.tubelet_size, H // c.patch_size, W // c.patch_size)
+        return x, TokenLayout(frames=T, grid=grid)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) -> pooled, normalised features (B, C)."""
-        return self.fc_norm(self.forward_tokens(x).mean(dim=1))
+    def pool(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        return x[:, layout.patch_start:].mean(dim=1)                         # (B, C): mean of the patch tokens
 
-    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_drop(feats))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    # ---- train / eval ----------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        """With a parameter-efficient method applied, the frozen backbone stays in eval mode
-        (no dropout or drop-path in it); only modules flagged `is_adapter` follow `mode`."""
-        super().train(mode)
-        if mode and self.trainable_names is not None and not getattr(self, "is_adapter", False):
-            super().train(False)
-            for m in self.modules():
-                if getattr(m, "is_adapter", False):
-                    m.train(True)
-            self.head_drop.train(True)  # the head trains, so its dropout is active
-        return self
-
-    def reset_head(self, num_classes: int) -> None:
-        self.config.num_classes = num_classes
-        self.head = nn.Linear(self.config.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            trunc_normal_init(self.head)
-            self.head.weight.data.mul_(self.config.init_scale)
+    def normalize_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.fc_norm(pooled)

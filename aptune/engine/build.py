@@ -1,0 +1,37 @@
+"""What a run config builds: its datasets and its model (shared by train, eval and predict)."""
+from __future__ import annotations
+
+from ..config import Config
+
+
+def build_dataset(cfg: Config, split: str, mode: str | None = None):
+    """The VideoDataset of `split` ("train", "val", "test"): its list file read in `mode` (default:
+    the split's own; "test" gives the multi-view protocol), or None when the list is not set."""
+    from ..data.datasets import VideoDataset
+    d = cfg.data
+    path = {"train": d.train_list, "val": d.val_list, "test": d.test_list}[split]
+    if not path:
+        return None
+    mode = mode or split
+    kw = dict(root=d.root, mode=mode, num_frames=d.num_frames, sampling_rate=d.sampling_rate, img_size=d.img_size,
+              sampling=d.sampling, skip_bad_videos=d.skip_bad_videos, short_side=d.short_side, seed=cfg.runtime.seed)
+    if mode == "train":
+        kw.update(flip=d.flip, num_sample=d.num_sample, rand_augment=d.rand_augment)
+    elif mode == "test":
+        kw.update(num_clips=d.test_clips, num_crops=d.test_crops)
+    return VideoDataset(path, **kw)
+
+
+def build_datasets(cfg: Config) -> dict:
+    """{"train", "val", "test"}: VideoDatasets for the configured lists (None where a list is absent)."""
+    return {split: build_dataset(cfg, split) for split in ("train", "val", "test")}
+
+
+def build_model(cfg: Config, num_classes: int, checkpoint: str | bool | None = True):
+    """The configured backbone with its method; weights from model.checkpoint (checkpoint=True),
+    from another file (a path) or none (None: as initialised)."""
+    from ..api import create_model
+    m = cfg.model
+    return create_model(m.name, num_classes=num_classes, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
+                        checkpoint=m.checkpoint if checkpoint is True else checkpoint, method=cfg.method.name,
+                        drop_path_rate=m.drop_path_rate, head_dropout=m.head_dropout, **cfg.method.options)

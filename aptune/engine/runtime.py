@@ -1,0 +1,112 @@
+"""Where and how a model runs: device, autocast, this process's rank, and its data loaders.
+
+Training, evaluation, the linear-probe feature cache, prediction and pre-training all run through
+one `Runtime`:
+
+    rt = Runtime.create(cfg.runtime, num_workers=cfg.data.num_workers, skip_bad=cfg.data.skip_bad_videos)
+    loader = rt.loader(dataset, batch_size=8)                 # this rank's shard, in order
+    for x, y, index, skipped in rt.batches(loader):           # x, y on rt.device; x None if all were bad
+        with rt.autocast():
+            logits = model(x)
+
+Bad videos: with `skip_bad`, the dataset returns None for an unreadable video and the loader's
+collate drops it; `batches` reports how many were dropped in each batch.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..errors import ConfigError
+from . import distributed as D
+
+
+def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' -> the torch device of this process."""
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("runtime.device: cuda requested but no GPU is available")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def resolve_amp(amp: str, device: torch.device):
+    """Autocast dtype: None (fp32) on CPU or with amp=none; bf16 for auto on GPU."""
+    if device.type != "cuda" or amp == "none":
+        return None
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+class ShardSampler(Sampler):
+    """Indices rank, rank + world, ... of range(n): no padding, no duplicates."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1):
+        self.idx = list(range(rank, n, world_size))
+
+    def __iter__(self):
+        return iter(self.idx)
+
+    def __len__(self):
+        return len(self.idx)
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 0
+    skip_bad: bool = False
+
+    @classmethod
+    def create(cls, runtime_cfg=None, num_workers: int = 0, skip_bad: bool = False) -> "Runtime":
+        """From a config's `runtime` section (None: CPU, fp32) and torchrun's environment."""
+        device = resolve_device(getattr(runtime_cfg, "device", "cpu"), int(os.environ.get("LOCAL_RANK", "0")))
+        amp = resolve_amp(getattr(runtime_cfg, "amp", "none"), device)
+        rank, world = D.torch_dist_rank_world()
+        return cls(device, amp, rank, world, num_workers, skip_bad)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def loader(self, dataset, batch_size: int, sampler: Sampler | None = None, drop_last: bool = False,
+               seed: int = 0, skip_bad: bool | None = None) -> DataLoader:
+        """A DataLoader over `sampler` (default: this rank's shard of the dataset, in order). Its own
+        seeded generator keeps the global RNG untouched (bitwise resume)."""
+        skip = self.skip_bad if skip_bad is None else skip_bad
+        kw = {}
+        if skip:
+            from ..data.datasets import collate_skip_bad
+            kw["collate_fn"] = collate_skip_bad
+        if sampler is None:
+            sampler = ShardSampler(len(dataset), self.rank, self.world_size)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(seed), **kw)
+        loader.skips_bad = skip
+        return loader
+
+    def batches(self, loader: DataLoader):
+        """Yield (x, y, index, skipped) per batch, x and y on the device; x is None when every video
+        of the batch was bad (and skipped)."""
+        for batch in loader:
+            skipped = 0
+            if loader.skips_bad:
+                batch, dropped = batch
+                skipped = len(dropped)
+                if batch is None:
+                    yield None, None, None, skipped
+                    continue
+            x, y, index = batch
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), index, skipped

@@ -1,0 +1,142 @@
+"""The backbone contract: what every backbone family (VideoMAE today, image ViTs next) provides,
+and the forward pass they share.
+
+A family subclasses `Backbone` and gives
+
+    family              its name ("videomae", ...), recorded in adapter files
+    stem                names of the parameters the embedding uses before block 0 (patch embedding,
+                        positions, class token, pre-norm): when one of them trains, no block can
+                        run without autograd
+    blocks              nn.ModuleList of `layers.Block` (the method seams)
+    embed(x)            video (B, 3, T, H, W) -> tokens (S, L, C) and their `TokenLayout`
+    pool(x, layout)     tokens after the last block -> pooled features (B, C); frozen with every
+                        method that caches features (linear probing)
+    normalize_pooled    pooled -> the features the head's Linear sees (VideoMAE: fc_norm)
+    head_modules()      the modules that train with every method (VideoMAE: fc_norm, head)
+    no_weight_decay()   parameter names (of its own) that are never decayed (timm's convention)
+    layer_id(name)      0 for the stem, i + 1 for block i, depth + 1 after the blocks (layer decay)
+    layout              "joint" (all frames in one attention) or "frames" (one sequence per frame)
+
+Tuning state (which method, what trains) is not the backbone's: `aptune.methods` keeps it in
+`model.tuning` and decides the train/eval policy (`Backbone.train` defers to it).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from .layers import TokenLayout
+
+
+class Backbone(nn.Module):
+    family: str = ""
+    stem: tuple[str, ...] = ()
+    layout: str = "joint"
+
+    def __init__(self):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.tuning = None              # set by aptune.methods.apply_method
+
+    # ---- sizes every method may read ---------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def num_heads(self) -> int:
+        return self.config.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.config.embed_dim // self.config.num_heads
+
+    @property
+    def patch_size(self) -> int:
+        return self.config.patch_size
+
+    @property
+    def in_chans(self) -> int:
+        return self.config.in_chans
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    # ---- what a family provides ---------------------------------------------------------------
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, TokenLayout]:
+        raise NotImplementedError
+
+    def pool(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        raise NotImplementedError
+
+    def normalize_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        return pooled
+
+    def head_modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    def layer_id(self, name: str) -> int:
+        if name.startswith(self.stem):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return self.depth + 1
+
+    # ---- frozen prefix ------------------------------------------------------------------------
+    def num_frozen_blocks(self) -> int:
+        """Leading blocks with nothing to train, after a stem with nothing to train: they can run
+        without autograd."""
+        if any(p.requires_grad for n, p in self.named_parameters() if n.startswith(self.stem)):
+            return 0
+        n = 0
+        for blk in self.blocks:
+            if any(p.requires_grad for p in blk.parameters()):
+                break
+            n += 1
+        return n
+
+    # ---- forward ------------------------------------------------------------------------------
+    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, TokenLayout]:
+        """Video (B, 3, T, H, W) -> tokens after the last block and their layout."""
+        skip_grad = torch.is_grad_enabled() and not x.requires_grad
+        n_frozen = self.num_frozen_blocks() if skip_grad else 0
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not (skip_grad and n_frozen > 0)):
+            x, layout = self.embed(x)
+            for blk in self.blocks[:n_frozen]:
+                x, layout = blk(x, layout)
+        for blk in self.blocks[n_frozen:]:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x, layout = checkpoint(blk, x, layout, use_reentrant=False)
+            else:
+                x, layout = blk(x, layout)
+        return x, layout
+
+    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Video -> pooled features before `normalize_pooled` (what a linear-probe cache stores)."""
+        return self.pool(*self.forward_tokens(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Video -> the features the classification head sees, (B, C)."""
+        return self.normalize_pooled(self.forward_pooled(x))
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_drop(feats))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    # ---- train / eval -------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.tuning is not None:
+            self.tuning.set_train_mode(self, mode)
+        return self
