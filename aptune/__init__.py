@@ -1,13 +1,12 @@
 """aptune: Attention Prompt Tuning and parameter-efficient baselines for video transformers."""
-from .api import (count_parameters, create_model, load_adapter, print_trainable_parameters,
-                  save_adapter)
-from .methods import apply_method, list_methods
+from .api import count_parameters, create_model, load_adapter, print_trainable_parameters, save_adapter
 from .errors import AptuneError
-from .models import Backbone, ViTConfig, VisionTransformer, get_config, list_models
+from .methods import apply_method, list_methods
+from .models import Backbone, VisionTransformer, ViTConfig, get_config, list_models
 from .profiling import count_flops
 
 __version__ = "0.1.0"
 
-__all__ = ["AptuneError", "Backbone", "ViTConfig", "VisionTransformer", "apply_method", "count_flops", "count_parameters", "create_model",
-           "get_config", "list_methods", "list_models", "load_adapter", "print_trainable_parameters",
-           "save_adapter"]
+__all__ = ["AptuneError", "Backbone", "ViTConfig", "VisionTransformer", "apply_method", "count_flops",
+           "count_parameters", "create_model", "get_config", "list_methods", "list_models", "load_adapter",
+           "print_trainable_parameters", "save_adapter"]

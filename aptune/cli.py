@@ -5,7 +5,10 @@
     def run(args: argparse.Namespace) -> int      # exit status
 
 and is found automatically (the module name, with '_' as '-', is the subcommand).
-Expected errors (bad file, bad field) print one line, `aptune: error: ...`, and exit 2.
+Expected errors (`aptune.errors.AptuneError`: a bad file, field or option) and errors of the system
+(`OSError`: a missing file, a file in the way, permissions, a full disk) print one line,
+`aptune: error: ...`, and exit 2. Anything else is a bug and shows its traceback; with
+APTUNE_DEBUG=1 every error shows its traceback.
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ import pkgutil
 import sys
 
 from . import __version__, commands
+from .errors import AptuneError
 
-USER_ERRORS = (ValueError, KeyError, OSError)  # OSError: missing file, file in the way, permissions, disk full
+USER_ERRORS = (AptuneError, OSError)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -61,8 +65,9 @@ def _main(argv: list[str] | None) -> int:
     try:
         return int(args._run(args) or 0)
     except USER_ERRORS as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"aptune: error: {msg}", file=sys.stderr)
+        if os.environ.get("APTUNE_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"aptune: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("aptune: interrupted", file=sys.stderr)

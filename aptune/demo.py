@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .data.synthetic import SynthConfig
+from .errors import MissingFileError
 
 ASSET = Path(__file__).parent / "assets" / "videomae-demo.pth"
 
@@ -25,7 +26,7 @@ ASSET = Path(__file__).parent / "assets" / "videomae-demo.pth"
 def demo_checkpoint() -> Path:
     """Path of the shipped pre-trained demo backbone (raises if the package lacks it)."""
     if not ASSET.is_file():
-        raise FileNotFoundError(f"embedded demo checkpoint missing: {ASSET} (reinstall aptune)")
+        raise MissingFileError(f"embedded demo checkpoint missing: {ASSET} (reinstall aptune)")
     return ASSET
 
 
@@ -124,7 +125,8 @@ def _num_frames(cfg: DemoConfig) -> int:
 
 def _datasets(cfg: DemoConfig, root: Path) -> dict:
     from .data.datasets import VideoDataset
-    common = dict(root=root, num_frames=_num_frames(cfg), sampling_rate=cfg.sampling_rate, img_size=cfg.size, seed=cfg.seed)
+    common = dict(root=root, num_frames=_num_frames(cfg), sampling_rate=cfg.sampling_rate, img_size=cfg.size,
+                  seed=cfg.seed)
     # mild crops (objects must stay in view) and no flip: the classes name directions
     return {"train": VideoDataset(root / "train.txt", mode="train", flip=False, scale=(0.7, 1.0), **common),
             "val": VideoDataset(root / "val.txt", mode="val", **common),
@@ -136,8 +138,8 @@ def _run_config(cfg: DemoConfig, row: DemoRow, run_dir: Path, checkpoint: str | 
     from .config import Config
     epochs = row.epochs or cfg.epochs
     c = Config.from_dict({
-        "data": {"num_frames": _num_frames(cfg), "sampling_rate": cfg.sampling_rate, "img_size": cfg.size, "flip": False,
-                 "num_workers": 0, "test_clips": cfg.test_clips, "test_crops": cfg.test_crops},
+        "data": {"num_frames": _num_frames(cfg), "sampling_rate": cfg.sampling_rate, "img_size": cfg.size,
+                 "flip": False, "num_workers": 0, "test_clips": cfg.test_clips, "test_crops": cfg.test_crops},
         "model": {"name": cfg.model, "checkpoint": checkpoint},
         "method": {"name": row.method, **row.options},
         "optim": {"lr": row.lr * 256 / cfg.batch_size, "min_lr": 0.0, "weight_decay": row.weight_decay,
@@ -182,7 +184,8 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
                         "tunable_percent": 100.0 * params["trainable"] / params["total"],
                         "gflops": count_flops(model), "top1": test["video_top1"], "top5": test["video_top5"],
                         "clip_top1": test["clip_top1"], "val_top1": res["val"].get("top1") if res["val"] else None,
-                        "train_seconds": seconds, "epochs": rc.optim.epochs, "views": test["num_views"] // max(test["num_videos"], 1)})
+                        "train_seconds": seconds, "epochs": rc.optim.epochs,
+                        "views": test["num_views"] // max(test["num_videos"], 1)})
         print(f"aptune demo: {row.label}: top-1 {test['video_top1']:.1f}  top-5 {test['video_top5']:.1f}  "
               f"({seconds:.0f} s)", flush=True)
     total = time.time() - t_start
@@ -224,6 +227,7 @@ def plot_results(rows: list[dict], path: Path) -> list:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from .io import atomic_path
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from .data.prepare import VIDEO_EXTENSIONS
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .engine.optim import lr_at
+from .errors import ConfigError, MissingFileError
 from .models.layers import Block, TokenLayout, sinusoid_table, trunc_normal_init
-from .models.videomae import ViTConfig, VisionTransformer
-
+from .models.videomae import VisionTransformer, ViTConfig
 
 
 @dataclass
@@ -58,12 +58,12 @@ class PretrainConfig:
 
     def validate(self) -> None:
         if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"PretrainConfig.mask_ratio: must be in (0, 1), got {self.mask_ratio}")
+            raise ConfigError(f"PretrainConfig.mask_ratio: must be in (0, 1), got {self.mask_ratio}")
         for name in ("epochs", "batch_size", "decoder_dim", "decoder_depth", "decoder_heads", "frame_stride"):
             if getattr(self, name) < 1:
-                raise ValueError(f"PretrainConfig.{name}: must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"PretrainConfig.{name}: must be >= 1, got {getattr(self, name)}")
         if self.decoder_dim % self.decoder_heads:
-            raise ValueError(f"PretrainConfig.decoder_dim {self.decoder_dim} is not divisible by "
+            raise ConfigError(f"PretrainConfig.decoder_dim {self.decoder_dim} is not divisible by "
                              f"decoder_heads {self.decoder_heads}")
 
 
@@ -199,7 +199,7 @@ def read_pretrain_config(path: str | os.PathLike) -> ViTConfig:
     ckpt = read_state(path)
     meta = ckpt.get("aptune") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "backbone" not in meta:
-        raise ValueError(f"{path}: no 'aptune.backbone' entry; not written by `aptune pretrain`")
+        raise ConfigError(f"{path}: no 'aptune.backbone' entry; not written by `aptune pretrain`")
     return ViTConfig.from_dict(meta["backbone"])
 
 
@@ -212,22 +212,23 @@ def list_videos(source: str | os.PathLike) -> list[Path]:
         paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
     elif source.is_file():
         paths = []
-        for n, line in enumerate(source.read_text().splitlines(), 1):
+        for line in source.read_text().splitlines():
             if not line.strip():
                 continue
             rel = line.split()[0]
             p = Path(rel) if os.path.isabs(rel) else source.parent / rel
             paths.append(p)
     else:
-        raise FileNotFoundError(f"videos not found: {source} (give a list file or a folder)")
+        raise MissingFileError(f"videos not found: {source} (give a list file or a folder)")
     if not paths:
-        raise ValueError(f"{source}: no videos found")
+        raise ConfigError(f"{source}: no videos found")
     return paths
 
 
 def load_clips(paths: list[Path], progress: bool = True) -> list[np.ndarray]:
     """Decode every video fully into memory: list of (T, H, W, 3) uint8."""
     from tqdm import tqdm
+
     from .data.synthetic import read_video
     return [read_video(p) for p in tqdm(paths, desc="decode", unit="video", disable=not progress,
                                          dynamic_ncols=True)]
@@ -289,12 +290,12 @@ def load_autoencoder_weights(model: MaskedVideoAutoencoder, path: str | os.PathL
     need = [k for k in own if not k.startswith(("encoder.fc_norm.", "encoder.head."))]
     missing = [k for k in need if k not in state]
     if missing:
-        raise ValueError(f"{path}: not a VideoMAE pre-training checkpoint for this model; missing "
+        raise ConfigError(f"{path}: not a VideoMAE pre-training checkpoint for this model; missing "
                          f"{len(missing)} tensors, e.g. {missing[:3]}")
     wrong = [f"{k} {tuple(state[k].shape)} (model: {tuple(own[k].shape)})" for k in need
              if state[k].shape != own[k].shape]
     if wrong:
-        raise ValueError(f"{path}: shapes differ from --model / decoder options: {wrong[:3]}")
+        raise ConfigError(f"{path}: shapes differ from --model / decoder options: {wrong[:3]}")
     model.load_state_dict({k: state[k].float() for k in need}, strict=False)
     meta = extras.get("aptune")
     return {"file": os.path.basename(os.fspath(path)), **(meta if isinstance(meta, dict) else {})}

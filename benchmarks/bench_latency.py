@@ -16,15 +16,28 @@ import contextlib
 
 import torch
 
-from common import (Variant, build, gflops, interleaved, matmul_peak, parse_clip, parse_list, ratio_stats,
-                    setup, stats, table, variants)
+from common import (
+    Variant,
+    build,
+    gflops,
+    interleaved,
+    matmul_peak,
+    parse_clip,
+    parse_list,
+    ratio_stats,
+    setup,
+    stats,
+    table,
+    variants,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default="vit-s", help="comma list of vit-s, vit-b, vit-l, tiny (default vit-s)")
     p.add_argument("--clips", default="8x112,16x224", help="comma list FRAMESxSIZE (default 8x112,16x224)")
     p.add_argument("--methods", default="base,apt,vpt,adaptformer,lora,approx_prompt",
-                   help="comma list; 'base' is the backbone alone (default base,apt,vpt,adaptformer,lora,approx_prompt)")
+                   help="comma list; 'base' is the backbone alone "
+                        "(default base,apt,vpt,adaptformer,lora,approx_prompt)")
     p.add_argument("--prompts", default="1,50,100,200,400", help="prompt lengths for apt and vpt")
     p.add_argument("--batch", default="1", help="comma list of batch sizes (default 1)")
     p.add_argument("--repeats", type=int, default=5, help="measured rounds (default 5)")

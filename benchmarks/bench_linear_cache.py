@@ -31,6 +31,7 @@ def main() -> None:
 
     from aptune.config import load_config
     from aptune.engine.train import train
+
     from engine_data import make_video_lists, write_video_config
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp(prefix="bench_cache_"))

@@ -15,8 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import (Variant, build, gflops, interleaved, matmul_peak, parse_clip, parse_list, setup, stats,
-                    sync, table)
+from common import Variant, build, gflops, interleaved, matmul_peak, parse_clip, parse_list, setup, stats, sync, table
 
 
 def linear_rate(n: int, d_in: int, d_out: int, device: str, repeats: int = 5) -> float:

@@ -18,8 +18,19 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from common import (Variant, build, interleaved, parse_clip, parse_list, peak_memory, ratio_stats, setup,
-                    stats, table, variants)
+from common import (
+    Variant,
+    build,
+    interleaved,
+    parse_clip,
+    parse_list,
+    peak_memory,
+    ratio_stats,
+    setup,
+    stats,
+    table,
+    variants,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -101,7 +112,8 @@ def report(args, times, peaks, params) -> str:
         ours = plain.removeprefix("plain-")
         r = ratio_stats(times[ours], times[plain])
         out.append(f"\naptune {ours} / plain {ours}: step time {r.median:.3f} [{r.lo:.2f}-{r.hi:.2f}], "
-                   f"peak memory {peaks[ours]:.0f} vs {peaks[plain]:.0f} MiB ({peaks[ours] / max(peaks[plain], 1e-9):.2f}x)")
+                   f"peak memory {peaks[ours]:.0f} vs {peaks[plain]:.0f} MiB "
+                   f"({peaks[ours] / max(peaks[plain], 1e-9):.2f}x)")
     last = next((k for k in times if "@" in k), None)
     if last:
         full = last.split("@")[0]

@@ -74,7 +74,9 @@ def main() -> None:
     demo = DemoConfig()
     cfg = demo_synth_config(demo)
     k = TASKS[args.task][0]
-    over = {"num_classes": k} if args.head_init_scale is None else {"num_classes": k, "init_scale": args.head_init_scale}
+    over = {"num_classes": k}
+    if args.head_init_scale is not None:
+        over["init_scale"] = args.head_init_scale
     vit = get_config(args.model, **over)
     if args.arch == "cnn3d":
         model = cnn3d(k)

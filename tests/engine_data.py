@@ -113,5 +113,5 @@ def run_process(cmd: list[str], env: dict | None = None, timeout: float = 300):
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         out, err = p.communicate()
-        raise AssertionError(f"{' '.join(cmd)} timed out after {timeout}s:\n{err[-3000:]}")
+        raise AssertionError(f"{' '.join(cmd)} timed out after {timeout}s:\n{err[-3000:]}") from None
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)

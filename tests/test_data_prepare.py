@@ -6,6 +6,7 @@ import pytest
 
 from aptune.cli import main
 from aptune.data.prepare import read_class_names, read_list_file
+
 from videos import make_video
 
 

@@ -3,10 +3,11 @@ total batch: same per-step losses, validation and multi-view test metrics, same 
 import sys
 
 import torch
-from engine_data import make_video_lists, run_process, write_video_config
 
 from aptune.engine.logging import read_metrics
 from aptune.engine.state import latest_checkpoint
+
+from engine_data import make_video_lists, run_process, write_video_config
 
 
 def test_torchrun_two_processes_match_single_process(tmp_path):

@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_data import TensorVideos, tiny_cfg
 
 from aptune.engine import state
 from aptune.engine.evaluate import video_level_metrics
 from aptune.engine.optim import build_optimizer, lr_at, param_groups, scaled_lr
 from aptune.engine.train import NonFiniteLossError, train
+
+from engine_data import TensorVideos, tiny_cfg
 
 
 def softmax(row):
@@ -142,7 +143,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
     assert all(torch.isfinite(t).all() for t in payload["model"].values())
 
 
-def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch, capsys):
     d = tmp_path / "ck"
     state.save_checkpoint(d / "step_00000001.pt", {"w": torch.ones(3), "global_step": 1})
     real_save = torch.save
@@ -160,9 +161,12 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
     assert [p.name for p in d.iterdir()] == ["step_00000001.pt"]     # no temp file left, old one intact
     path, payload = state.latest_checkpoint(d)
     assert payload["global_step"] == 1 and torch.equal(payload["w"], torch.ones(3))
-    # a corrupt newest file (e.g. a disk error) is skipped as well
+    # a corrupt newest file (e.g. a disk error) is skipped as well, and the skip is named with why
     (d / "step_00000003.pt").write_bytes(b"garbage")
+    capsys.readouterr()
     assert state.latest_checkpoint(d)[1]["global_step"] == 1
+    err = capsys.readouterr().err
+    assert "skipping unreadable checkpoint" in err and "step_00000003.pt" in err and "not a readable" in err
 
 
 def test_linear_probe_cache_matches_uncached(tmp_path):
@@ -213,9 +217,9 @@ def test_resume_auto_and_missing_resume(tmp_path):
 
 
 def test_bad_videos_fail_with_path_or_are_skipped_and_counted(tmp_path):
-    from engine_data import make_video_lists, write_video_config
-
     from aptune.config import load_config
+
+    from engine_data import make_video_lists, write_video_config
     lists = make_video_lists(tmp_path / "data", n_train=4, n_val=2, n_test=2)
     (Path(lists["root"]) / "broken.mp4").write_bytes(b"")
     for split in ("train", "test"):

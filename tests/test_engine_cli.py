@@ -6,9 +6,10 @@ import sys
 
 import pytest
 import torch
-from engine_data import make_video_lists, write_video_config
 
 from aptune.cli import build_parser, main
+
+from engine_data import make_video_lists, write_video_config
 
 
 def run_cli(*args):

@@ -6,8 +6,17 @@ import torch
 
 from aptune import create_model, get_config
 from aptune.cli import main
-from aptune.pretrain import (MaskedVideoAutoencoder, PretrainConfig, backbone_state_from_pretrain, list_videos,
-                             pretrain, read_pretrain_config, reconstruction_target, sample_batch, tube_mask)
+from aptune.pretrain import (
+    MaskedVideoAutoencoder,
+    PretrainConfig,
+    backbone_state_from_pretrain,
+    list_videos,
+    pretrain,
+    read_pretrain_config,
+    reconstruction_target,
+    sample_batch,
+    tube_mask,
+)
 
 TINY = get_config("tiny")            # 4 frames of 32x32, patch 8, tubelet 2 -> grid (2, 4, 4)
 

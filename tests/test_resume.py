@@ -3,9 +3,10 @@ weights with an uninterrupted run: they must be bitwise equal on CPU."""
 import sys
 
 import torch
-from engine_data import make_video_lists, run_process, write_video_config
 
 from aptune.engine.state import latest_checkpoint, list_checkpoints
+
+from engine_data import make_video_lists, run_process, write_video_config
 
 
 def aptune(*args, env=None):

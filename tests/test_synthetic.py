@@ -6,8 +6,16 @@ import pytest
 import torch
 
 from aptune.cli import main
-from aptune.data.synthetic import (CLASSES, PAIRS, SynthConfig, generate_dataset, generate_unlabeled,
-                                   labeled_clip, read_video, render_clip, unlabeled_clip)
+from aptune.data.synthetic import (
+    CLASSES,
+    PAIRS,
+    SynthConfig,
+    generate_dataset,
+    labeled_clip,
+    read_video,
+    render_clip,
+    unlabeled_clip,
+)
 
 SMALL = SynthConfig(frames=8, size=32)
 # the demo's look (big objects, long motions, flat or graded backgrounds, solid objects), small

@@ -1,6 +1,8 @@
 """`aptune demo`: the embedded end-to-end demo (what `make demo` runs)."""
 from __future__ import annotations
 
+from ..errors import ConfigError
+
 HELP = ("fine-tune linear/VPT/AdaptFormer/APT/full from the embedded pre-trained backbone on synthetic "
         "actions and print the comparison table (minutes on a CPU, nothing downloaded)")
 
@@ -38,7 +40,7 @@ def run(args) -> int:
         keep = {m.strip() for m in args.methods.split(",") if m.strip()}
         unknown = keep - {r.method for r in cfg.rows}
         if unknown:
-            raise ValueError(f"--methods: {sorted(unknown)} not in the demo; it runs "
+            raise ConfigError(f"--methods: {sorted(unknown)} not in the demo; it runs "
                              f"{sorted({r.method for r in cfg.rows})}")
         cfg.rows = [r for r in cfg.rows if r.method in keep]
     cfg.rows = [r for r in cfg.rows if r.method in known]     # methods this install registers

@@ -9,7 +9,8 @@ HELP = "evaluate with the multi-view protocol (clips x crops, softmax averaged p
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config naming the data (data.test_list) and model")
-    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted overrides, e.g. data.test_clips=2")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="dotted overrides, e.g. data.test_clips=2")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--adapter", metavar="DIR", help="adapter folder saved by training (adapter.json + safetensors)")
     src.add_argument("--checkpoint", metavar="FILE",

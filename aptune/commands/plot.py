@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import DataError
+
 HELP = "plot loss / accuracy / lr curves of a training run into PNG files"
 
 
@@ -23,7 +25,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     train = [r for r in recs if r["kind"] == "train"]
     epochs = [r for r in recs if r["kind"] == "epoch"]
     if not train and not epochs:
-        raise ValueError(f"{Path(run_dir) / 'metrics.jsonl'}: no training records to plot")
+        raise DataError(f"{Path(run_dir) / 'metrics.jsonl'}: no training records to plot")
 
     def series(rows, key):
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]

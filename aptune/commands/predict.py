@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..data.prepare import VIDEO_EXTENSIONS as VIDEO_EXT
+from ..errors import MissingFileError
 
 HELP = "predict the top classes of a video (or every video in a folder) with a trained adapter"
 
@@ -51,11 +52,11 @@ def run(args: argparse.Namespace) -> int:
     if src.is_dir():
         paths = sorted(p for p in src.rglob("*") if p.suffix.lower() in VIDEO_EXT)
         if not paths:
-            raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXT)}) in {src}")
+            raise MissingFileError(f"no videos ({', '.join(VIDEO_EXT)}) in {src}")
     elif src.is_file():
         paths = [src]
     else:
-        raise FileNotFoundError(f"video not found: {src}")
+        raise MissingFileError(f"video not found: {src}")
     model = load_adapter(args.adapter, checkpoint=args.checkpoint)
     for r in predict_videos(model, paths, args.clips, args.crops, args.sampling_rate, args.sampling, args.top):
         if args.json:

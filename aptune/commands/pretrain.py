@@ -1,6 +1,8 @@
 """`aptune pretrain`: VideoMAE self-supervised pre-training (tube masking, MSE on hidden tubelets)."""
 from __future__ import annotations
 
+from ..errors import ConfigError
+
 HELP = "VideoMAE self-supervised pre-training of a backbone on unlabeled videos"
 
 
@@ -49,13 +51,14 @@ def run(args) -> int:
                          min_lr=args.min_lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                          mask_ratio=args.mask_ratio, decoder_dim=args.decoder_dim,
                          decoder_depth=args.decoder_depth, decoder_heads=args.decoder_heads,
-                         norm_pix_loss=not args.no_norm_pix_loss, norm_pix_eps=args.norm_pix_eps, frame_stride=args.frame_stride, min_crop=args.min_crop,
+                         norm_pix_loss=not args.no_norm_pix_loss, norm_pix_eps=args.norm_pix_eps,
+                         frame_stride=args.frame_stride, min_crop=args.min_crop,
                          seed=args.seed, max_minutes=args.max_minutes)
     cfg.validate()
     config = get_config(args.model)
     clips = load_clips(list_videos(args.videos), progress=not args.no_progress)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: no CUDA device is available on this machine")
+        raise ConfigError(f"--device {args.device}: no CUDA device is available on this machine")
     result = pretrain(config, clips, cfg, args.out, progress=not args.no_progress, half=args.half,
                       device=args.device, bf16=args.bf16, init=args.init)
     h = result["history"]

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import ConfigError
+
 HELP = "tunable parameters and GFLOPs (fvcore convention, per view) of each method"
 
 
@@ -48,13 +50,13 @@ def _value(text: str):
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ValueError(f"cannot read option value {text!r}: {e}") from None
+        raise ConfigError(f"cannot read option value {text!r}: {e}") from None
 
 
 def _option(piece: str, where: str) -> tuple[str, object]:
     key, eq, val = piece.partition("=")
     if not eq or not key.strip():
-        raise ValueError(f"{where}: expected opt=val, got {piece!r}")
+        raise ConfigError(f"{where}: expected opt=val, got {piece!r}")
     return key.strip(), _value(val.strip())
 
 
@@ -75,7 +77,7 @@ def parse_methods(texts: list[str]):
                 specs.append(spec)
             elif "=" in piece:
                 if not specs:
-                    raise ValueError(f"--methods: option {piece!r} comes before any method name")
+                    raise ConfigError(f"--methods: option {piece!r} comes before any method name")
                 k, v = _option(piece, f"--methods {specs[-1].name}")
                 specs[-1].options[k] = v
             else:
@@ -89,24 +91,23 @@ def apply_sets(specs, sets: list[str]) -> None:
         target, eq, val = s.partition("=")
         name, dot, opt = target.partition(".")
         if not eq or not dot or not name or not opt:
-            raise ValueError(f"--set: expected METHOD.OPT=VAL, got {s!r}")
+            raise ConfigError(f"--set: expected METHOD.OPT=VAL, got {s!r}")
         hits = [sp for sp in specs if sp.name == name.strip()]
         if not hits:
-            raise ValueError(f"--set {s!r}: method {name!r} is not among the profiled methods "
+            raise ConfigError(f"--set {s!r}: method {name!r} is not among the profiled methods "
                              f"({', '.join(sp.name for sp in specs)})")
         for sp in hits:
             sp.options[opt.strip()] = _value(val.strip())
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..methods import list_methods
-    from ..profiling.report import (MethodSpec, format_sweep_table, format_table, plot_sweep, profile,
-                                    sweep)
     from ..io import write_json
+    from ..methods import list_methods
+    from ..profiling.report import MethodSpec, format_sweep_table, format_table, plot_sweep, profile, sweep
 
     for name in ("num_classes", "num_frames", "img_size"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.methods:
         specs = parse_methods(args.methods)
     else:
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sweep:
         prompts = tuple(int(x) for x in args.prompts.split(",")) if args.prompts else None
         if prompts is not None and any(n < 0 for n in prompts):
-            raise ValueError(f"--prompts: counts must be >= 0, got {args.prompts}")
+            raise ConfigError(f"--prompts: counts must be >= 0, got {args.prompts}")
         base, points = sweep(args.model, specs, prompts=prompts or (1, 2, 4, 8, 16, 32, 64, 128, 256), **common)
         out = Path(args.out or "profile_out")
         png = plot_sweep(points, out / "sweep.png", base_gflops=base,
@@ -130,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
             for p in points:
                 print(json.dumps(p.to_dict()))
         else:
-            print(f"{args.model}: backbone {base:.2f} GFLOPs per {args.num_frames}x{args.img_size}x{args.img_size} view")
+            clip = f"{args.num_frames}x{args.img_size}x{args.img_size}"
+            print(f"{args.model}: backbone {base:.2f} GFLOPs per {clip} view")
             print(format_sweep_table(points))
             print(f"wrote {png} and {out / 'sweep.json'}")
         return 0

@@ -1,6 +1,8 @@
 """`aptune synth`: write the synthetic action dataset (or an unlabeled pre-training pool)."""
 from __future__ import annotations
 
+from ..errors import ConfigError
+
 HELP = "generate synthetic action videos whose classes need frame order (labeled or unlabeled)"
 
 
@@ -34,7 +36,7 @@ def run(args) -> int:
         got = tuple(v.strip() for v in value.split(",") if v.strip())
         bad = sorted(set(got) - set(known))
         if bad or not got:
-            raise ValueError(f"--{name}: unknown {bad or 'empty list'}; choose from {','.join(known)}")
+            raise ConfigError(f"--{name}: unknown {bad or 'empty list'}; choose from {','.join(known)}")
         return got
     cfg = SynthConfig(frames=args.frames, size=args.size, object_scale=args.object_scale,
                       motion_scale=args.motion_scale, max_noise=args.max_noise,

@@ -26,11 +26,13 @@ import av
 import numpy as np
 import torch
 
+from ..errors import DataError
+
 # ISO-BMFF demuxer name in FFmpeg ("mov,mp4,m4a,3gp,3g2,mj2"): the sample table is exact.
 _EXACT_COUNT_FORMATS = ("mov", "mp4")
 
 
-class BadVideoError(ValueError):
+class BadVideoError(DataError):
     """A video that cannot be used. `path` and `reason` are kept as attributes; the
     message names the path, e.g. `bad video data/a.mp4: empty file (0 bytes)`."""
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..errors import ConfigError, DataError, MissingFileError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
 SPLIT_FILES = ("train.csv", "val.csv", "test.csv")
@@ -40,10 +41,10 @@ def read_list_file(path) -> list[Entry]:
                 continue
             parts = line.rsplit(maxsplit=1)
             if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
-                raise ValueError(f"{path}:{n}: expected 'relative/path label', got {line!r}")
+                raise DataError(f"{path}:{n}: expected 'relative/path label', got {line!r}")
             label = int(parts[1])
             if label < 0:
-                raise ValueError(f"{path}:{n}: negative label {label}")
+                raise DataError(f"{path}:{n}: negative label {label}")
             entries.append((parts[0], label))
     return entries
 
@@ -88,7 +89,7 @@ def _find_file(root: Path, name: str, depth: int = 2) -> Path | None:
 def _require(root: Path, name: str, hint: str) -> Path:
     p = _find_file(root, name)
     if p is None:
-        raise FileNotFoundError(f"{name} not found under {root} ({hint})")
+        raise MissingFileError(f"{name} not found under {root} ({hint})")
     return p
 
 
@@ -130,7 +131,7 @@ def prepare_ucf101(root, split: int = 1) -> Prepared:
             names[name] = int(idx) - 1
     class_names = [n for n, _ in sorted(names.items(), key=lambda kv: kv[1])]
     if sorted(names.values()) != list(range(len(names))):
-        raise ValueError(f"{class_file}: class ids are not 1..{len(names)}")
+        raise DataError(f"{class_file}: class ids are not 1..{len(names)}")
 
     def read(name, labelled):
         out = []
@@ -142,9 +143,9 @@ def prepare_ucf101(root, split: int = 1) -> Prepared:
             rel = parts[0].replace("\\", "/")
             cls = rel.split("/")[0]
             if cls not in names:
-                raise ValueError(f"{f}:{n}: class {cls!r} is not in {class_file.name}")
+                raise DataError(f"{f}:{n}: class {cls!r} is not in {class_file.name}")
             if labelled and len(parts) > 1 and int(parts[1]) - 1 != names[cls]:
-                raise ValueError(f"{f}:{n}: label {parts[1]} disagrees with classInd for {cls}")
+                raise DataError(f"{f}:{n}: label {parts[1]} disagrees with classInd for {cls}")
             out.append((rel, names[cls]))
         return out
 
@@ -174,7 +175,7 @@ def prepare_hmdb51(root, split: int = 1) -> Prepared:
             if not parts:
                 continue
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-                raise ValueError(f"{f}:{n}: expected 'video.avi 0|1|2', got {ln.strip()!r}")
+                raise DataError(f"{f}:{n}: expected 'video.avi 0|1|2', got {ln.strip()!r}")
             if parts[1] == "1":
                 splits["train"].append((f"{cls}/{parts[0]}", label))
             elif parts[1] == "2":
@@ -207,7 +208,7 @@ def read_ssv2(root, split: str) -> tuple[list[Entry], list[str], list[str]]:
     labels = json.loads(_require(root, "labels.json", hint).read_text())
     ids = {name: int(i) for name, i in labels.items()}
     if sorted(ids.values()) != list(range(len(ids))):
-        raise ValueError(f"labels.json: ids are not 0..{len(ids) - 1}")
+        raise DataError(f"labels.json: ids are not 0..{len(ids) - 1}")
     class_names = [n for n, _ in sorted(ids.items(), key=lambda kv: kv[1])]
     fname = {"train": "train.json", "val": "validation.json", "validation": "validation.json"}[split]
     ann_path = _require(root, fname, hint)
@@ -217,7 +218,7 @@ def read_ssv2(root, split: str) -> tuple[list[Entry], list[str], list[str]]:
             name = ssv2_label_name(item["template"])
             entries.append((f"{item['id']}.webm", ids[name]))
         except KeyError as e:
-            raise ValueError(f"{ann_path}: item {k}: unknown class or missing field {e}") from None
+            raise DataError(f"{ann_path}: item {k}: unknown class or missing field {e}") from None
     prefix, note = _video_prefix(root, [p for p, _ in entries],
                                  ("", "20bn-something-something-v2", "videos"))
     if note:  # maybe converted to mp4
@@ -256,7 +257,7 @@ def prepare_kinetics(root) -> Prepared:
             rows[split] = [r for r in csv.DictReader(f)]
         need = {"label", "youtube_id", "time_start", "time_end"}
         if rows[split] and not need <= set(rows[split][0]):
-            raise ValueError(f"{path}: expected columns {sorted(need)}, got {list(rows[split][0])}")
+            raise DataError(f"{path}: expected columns {sorted(need)}, got {list(rows[split][0])}")
     if test is not None:
         with open(test, newline="") as f:
             t = list(csv.DictReader(f))
@@ -304,7 +305,7 @@ def scan_folder(root) -> tuple[list[Entry], list[str]]:
     """`root/class_name/video.ext` (classes sorted by name) -> entries relative to root."""
     root = Path(root)
     if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a directory")
+        raise MissingFileError(f"{root} is not a directory")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     entries = []
     for label, c in enumerate(classes):
@@ -312,7 +313,7 @@ def scan_folder(root) -> tuple[list[Entry], list[str]]:
             if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS:
                 entries.append((f.relative_to(root).as_posix(), label))
     if not entries:
-        raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found in class folders under {root}")
+        raise DataError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found in class folders under {root}")
     return entries, classes
 
 
@@ -329,18 +330,19 @@ def prepare_folder(root, val_fraction: float = 0.2) -> Prepared:
             ents, cls = scan_folder(root / s)
             bad = sorted(set(cls) - set(ids))
             if bad:
-                raise ValueError(f"{root / s}: classes {bad[:5]} are not in {root / 'train'}")
+                raise DataError(f"{root / s}: classes {bad[:5]} are not in {root / 'train'}")
             splits[s] = [(f"{s}/{p}", ids[cls[y]]) for p, y in ents]
         notes = []
         for s in ("val", "test"):
             if s not in splits:
                 other = "test" if s == "val" else "val"
                 splits[s] = splits.get(other, [])
-                notes.append(f"no {s}/ folder: {s}.csv = {other}.csv" if splits[s] else f"no {s}/ folder: {s}.csv is empty")
+                notes.append(f"no {s}/ folder: {s}.csv = {other}.csv" if splits[s]
+                             else f"no {s}/ folder: {s}.csv is empty")
         return Prepared(splits, classes, notes)
     entries, classes = scan_folder(root)
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
     k = max(2, int(round(1 / val_fraction)))
     train, val = [], []
     for label in range(len(classes)):
@@ -354,9 +356,9 @@ def prepare_folder(root, val_fraction: float = 0.2) -> Prepared:
 def prepare(dataset: str, root, split: int = 1, val_fraction: float = 0.2) -> Prepared:
     root = Path(root)
     if not root.is_dir():
-        raise NotADirectoryError(f"--root {root} is not a directory")
+        raise MissingFileError(f"--root {root} is not a directory")
     if dataset in ("ucf101", "hmdb51") and split not in (1, 2, 3):
-        raise ValueError(f"--split must be 1, 2 or 3, got {split}")
+        raise ConfigError(f"--split must be 1, 2 or 3, got {split}")
     if dataset == "ucf101":
         return prepare_ucf101(root, split)
     if dataset == "hmdb51":
@@ -367,4 +369,4 @@ def prepare(dataset: str, root, split: int = 1, val_fraction: float = 0.2) -> Pr
         return prepare_kinetics(root)
     if dataset == "folder":
         return prepare_folder(root, val_fraction)
-    raise ValueError(f"unknown dataset {dataset!r}")
+    raise ConfigError(f"unknown dataset {dataset!r}")

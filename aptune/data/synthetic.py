@@ -19,13 +19,14 @@ the same frames up to coding noise (a fraction of a grey level on average).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import ConfigError, DataError, MissingFileError
 
 # (forward motion, class of the forward clip, class of the reversed clip)
 PAIRS = [("translate_h", "moving_right", "moving_left"),
@@ -58,9 +59,9 @@ class SynthConfig:
 
     def validate(self) -> None:
         if self.frames < 4:
-            raise ValueError(f"SynthConfig.frames: need at least 4 frames, got {self.frames}")
+            raise ConfigError(f"SynthConfig.frames: need at least 4 frames, got {self.frames}")
         if self.size < 32 or self.size % 2:
-            raise ValueError(f"SynthConfig.size: need an even size >= 32, got {self.size}")
+            raise ConfigError(f"SynthConfig.size: need an even size >= 32, got {self.size}")
 
 
 # ---- drawing ------------------------------------------------------------------------------
@@ -252,6 +253,7 @@ def unlabeled_clip(seed: int, index: int, cfg: SynthConfig) -> np.ndarray:
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, crf: int = 18) -> None:
     """Write frames (T, H, W, 3) uint8 as an H.264 mp4 (yuv420p) with PyAV, atomically."""
     import av
+
     from ..io import atomic_path
     T, H, W, _ = frames.shape
     with atomic_path(path) as tmp:
@@ -277,14 +279,14 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
     import av
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"video not found: {path}")
+        raise MissingFileError(f"video not found: {path}")
     try:
         with av.open(path) as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     except av.error.FFmpegError as e:
-        raise ValueError(f"cannot decode video {path}: {e}") from e
+        raise DataError(f"cannot decode video {path}: {e}") from e
     if not frames:
-        raise ValueError(f"video {path} has no frames")
+        raise DataError(f"video {path} has no frames")
     return np.stack(frames)
 
 
@@ -304,7 +306,7 @@ def generate_dataset(out: str | os.PathLike, num_train: int = 400, num_val: int 
     sizes = {"train": num_train, "val": num_val, "test": num_test}
     for split, n in sizes.items():
         if n < 0:
-            raise ValueError(f"num_{split} must be >= 0, got {n}")
+            raise ConfigError(f"num_{split} must be >= 0, got {n}")
     with _progress(sum(sizes.values()), "synth", progress) as bar:
         for split, n in sizes.items():
             lines = []

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..errors import DataError
 from . import distributed as D
 from .runtime import Runtime
 
@@ -39,7 +40,7 @@ def video_level_metrics(view_logits: dict[int, torch.Tensor], labels: dict[int, 
     rows = true class, columns = predicted).
     """
     if not view_logits:
-        raise ValueError("no videos to evaluate")
+        raise DataError("no videos to evaluate")
     idx = sorted(view_logits)
     C = num_classes or view_logits[idx[0]].shape[1]
     y = torch.tensor([int(labels[i]) for i in idx])                                   # (N,)

@@ -6,6 +6,8 @@ import math
 import os
 from pathlib import Path
 
+from ..errors import MissingFileError
+
 
 class MetricsLogger:
     """`log(kind, step, **values)` appends {"kind", "step", ...} to run_dir/metrics.jsonl."""
@@ -48,5 +50,5 @@ class MetricsLogger:
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: not a training run folder")
+        raise MissingFileError(f"{path} not found: not a training run folder")
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]

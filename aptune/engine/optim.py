@@ -17,6 +17,9 @@ import math
 
 import torch
 
+from ..errors import ConfigError
+
+
 def scaled_lr(lr_per_256: float, batch_size: int, accum_steps: int, world_size: int) -> float:
     return lr_per_256 * batch_size * accum_steps * world_size / 256.0
 
@@ -52,7 +55,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float
 def build_optimizer(model: torch.nn.Module, optim_cfg, base_lr: float) -> torch.optim.Optimizer:
     groups = param_groups(model, optim_cfg.weight_decay, optim_cfg.layer_decay)
     if not groups:
-        raise ValueError("model has no trainable parameters")
+        raise ConfigError("model has no trainable parameters")
     for g in groups:
         g["lr"] = base_lr * g["lr_scale"]
     if optim_cfg.optimizer == "adamw":

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..console import warn
+from ..errors import CheckpointError
 from ..io import atomic_path
 
 CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
@@ -41,7 +43,7 @@ def load_model_state(model, state: dict[str, torch.Tensor]) -> None:
     if _adapter_only(model):
         missing = set(model.tuning.trainable_names) - set(state)
         if missing:
-            raise ValueError(f"checkpoint lacks trainable tensors {sorted(missing)[:5]}")
+            raise CheckpointError(f"checkpoint lacks trainable tensors {sorted(missing)[:5]}")
         with torch.no_grad():
             for n, t in state.items():
                 params[n].copy_(t)
@@ -98,10 +100,11 @@ def prune_checkpoints(ckpt_dir: str | os.PathLike, keep_last: int) -> None:
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads, as (path, payload); None if there is none."""
+    """The newest checkpoint that loads, as (path, payload); None if there is none. Each newer one
+    that does not load (truncated, corrupt) is skipped with a warning naming it and why."""
     for p in reversed(list_checkpoints(ckpt_dir)):
         try:
             return p, load_checkpoint_file(p)
-        except Exception:  # truncated or corrupt: fall back to the previous one
-            continue
+        except CheckpointError as e:  # truncated or corrupt: fall back to the previous one
+            warn(f"skipping unreadable checkpoint {p}: {e}")
     return None

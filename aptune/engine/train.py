@@ -31,8 +31,15 @@ from .evaluate import evaluate_clips, run_test_protocol, summary
 from .logging import MetricsLogger
 from .optim import build_optimizer, lr_at, scaled_lr, set_lr
 from .runtime import Runtime
-from .state import (latest_checkpoint, load_model_state, model_state, prune_checkpoints, rng_state,
-                    save_checkpoint, set_rng_state)
+from .state import (
+    latest_checkpoint,
+    load_model_state,
+    model_state,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 KILL_ENV = "APTUNE_TEST_KILL_AT_STEP"   # tests: os._exit(1) right after this optimizer step
 
@@ -50,7 +57,8 @@ class EpochSampler(Sampler):
         if n < global_batch:
             raise DataError(f"data.train_list: {n} training videos are fewer than one global batch "
                             f"({global_batch} = batch_size x accum_steps x processes)")
-        self.n, self.gb, self.rank, self.world, self.seed, self.shuffle = n, global_batch, rank, world_size, seed, shuffle
+        self.n, self.gb, self.rank, self.world = n, global_batch, rank, world_size
+        self.seed, self.shuffle = seed, shuffle
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -291,7 +299,8 @@ class Trainer:
             rec.update(self.evaluate())
         self.logger.log("epoch", self.global_step, **rec)
         if self.rt.is_main:
-            print("aptune: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items()))
+            print("aptune: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in rec.items()))
         self.save_checkpoint(epoch + 1, 0)
 
     # ---- evaluate / save -----------------------------------------------------------------------

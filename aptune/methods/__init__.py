@@ -2,8 +2,17 @@
 import importlib
 import pkgutil
 
-from .registry import (Method, Tuning, apply_method, get_method, list_methods, make_config, register,
-                       resolve_layers, unregister)
+from .registry import (
+    Method,
+    Tuning,
+    apply_method,
+    get_method,
+    list_methods,
+    make_config,
+    register,
+    resolve_layers,
+    unregister,
+)
 
 for _m in pkgutil.iter_modules(__path__):
     if _m.name != "registry":

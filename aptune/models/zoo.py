@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import ConfigError, UnknownNameError
-from .videomae import ViTConfig, VisionTransformer
+from .videomae import VisionTransformer, ViTConfig
 
 # family name -> (config class, backbone class); a new family is one entry here
 FAMILIES: dict[str, tuple[type, type]] = {

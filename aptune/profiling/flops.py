@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from ..errors import ConfigError
+
 aten = torch.ops.aten
 
 
@@ -69,7 +71,7 @@ def _resolve_clip(model: nn.Module, num_frames: int | None, img_size: int | None
     C = getattr(config, "in_chans", 3)
     for name, v in (("num_frames", T), ("img_size", S)):
         if not isinstance(v, int) or v < 1:
-            raise ValueError(f"count_flops: {name} must be a positive integer, got {v!r}")
+            raise ConfigError(f"count_flops: {name} must be a positive integer, got {v!r}")
     return C, T, S
 
 
@@ -84,7 +86,7 @@ def flop_breakdown(model: nn.Module, num_frames: int | None = None, img_size: in
     clip size. The model's train/eval state is restored afterwards.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"count_flops: batch_size must be a positive integer, got {batch_size!r}")
+        raise ConfigError(f"count_flops: batch_size must be a positive integer, got {batch_size!r}")
     C, T, S = _resolve_clip(model, num_frames, img_size)
     params = list(model.parameters()) + list(model.buffers())
     device = params[0].device if params else torch.device("cpu")

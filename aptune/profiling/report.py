@@ -32,7 +32,8 @@ class MethodSpec:
     def label(self) -> str:
         if not self.options:
             return self.name
-        show = lambda v: str(v).lower() if isinstance(v, bool) or v is None else str(v).replace(" ", "")
+        def show(v):
+            return str(v).lower() if isinstance(v, bool) or v is None else str(v).replace(" ", "")
         return self.name + ":" + ",".join(f"{k}={show(v)}" for k, v in self.options.items())
 
 
