@@ -42,6 +42,7 @@ class DemoRow:
     layer_decay: float = 1.0
     pretrained: bool = True              # False: random-init backbone (the reference row)
     cache_features: bool = False
+    highlight: bool = False              # drawn as a star: the method the demo is about
 
 
 def default_rows(quick: bool = False) -> list[DemoRow]:
@@ -52,9 +53,9 @@ def default_rows(quick: bool = False) -> list[DemoRow]:
                 pretrained=False),
         DemoRow("VPT-deep (8)", "vpt", {"num_prompts": 8, "deep": True}),
         DemoRow("AdaptFormer (16)", "adaptformer", {"bottleneck": 16}),
-        DemoRow("APT (4)", "apt", {"num_prompts": 4}),
-        DemoRow("APT (16)", "apt", {"num_prompts": 16}),
-        DemoRow("APT (64)", "apt", {"num_prompts": 64}),
+        DemoRow("APT (4)", "apt", {"num_prompts": 4}, highlight=True),
+        DemoRow("APT (16)", "apt", {"num_prompts": 16}, highlight=True),
+        DemoRow("APT (64)", "apt", {"num_prompts": 64}, highlight=True),
         DemoRow("Approx. prompt (16)", "approx_prompt", {"num_prompts": 16}),
         DemoRow("Full fine-tuning", "full", lr=5e-4, weight_decay=0.05, layer_decay=0.75),
     ]
@@ -179,7 +180,7 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
         params = count_parameters(model)
         test = res["test"]
         results.append({"method": row.label, "name": row.method, "options": row.options,
-                        "pretrained": row.pretrained, "tunable_params": params["trainable"],
+                        "pretrained": row.pretrained, "highlight": row.highlight, "tunable_params": params["trainable"],
                         "total_params": params["total"],
                         "tunable_percent": 100.0 * params["trainable"] / params["total"],
                         "gflops": count_flops(model), "top1": test["video_top1"], "top5": test["video_top5"],
@@ -231,7 +232,7 @@ def plot_results(rows: list[dict], path: Path) -> list:
     from .io import atomic_path
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
-        marker = "*" if r["name"] == "apt" else ("x" if not r["pretrained"] else "o")
+        marker = "*" if r.get("highlight") else ("x" if not r["pretrained"] else "o")
         ax.scatter(r["tunable_params"], r["top1"], marker=marker, s=80 if marker == "*" else 40)
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.12)

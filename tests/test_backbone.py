@@ -1,0 +1,123 @@
+"""The backbone contract (VideoMAE family): positions, frozen prefix, clip sizes, names, and a toy method that
+uses the seams through the engine without touching aptune (the contract is real)."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from helpers import randomise, video
+
+import aptune
+from aptune.methods import register, unregister
+from aptune.models.layers import sinusoid_table
+
+
+def test_sinusoid_table_matches_numpy_formula():
+    n, d = 50, 64
+    pos = np.arange(n)[:, None] / np.power(10000, 2 * (np.arange(d)[None, :] // 2) / d)
+    ref = np.where(np.arange(d)[None, :] % 2 == 0, np.sin(pos), np.cos(pos))
+    assert np.allclose(sinusoid_table(n, d)[0].numpy(), ref, atol=1e-6)
+
+
+def test_unknown_model_and_method_are_named():
+    with pytest.raises(KeyError, match="videomae-vit-q"):
+        aptune.create_model("videomae-vit-q")
+    with pytest.raises(KeyError, match="prompty"):
+        aptune.create_model("tiny", method="prompty")
+    with pytest.raises(ValueError, match="num_frames"):
+        aptune.create_model("tiny", num_frames=5)
+
+
+def test_frozen_prefix_runs_without_autograd_and_keeps_gradients():
+    x = video()
+    torch.manual_seed(3)
+    last2 = randomise(aptune.create_model("tiny", num_classes=4, method="apt", num_prompts=3, layers=[2, 3],
+                                          prompt_dropout=0.0))
+    assert last2.num_frozen_blocks() == 2
+    seen = []
+    last2.blocks[1].register_forward_hook(lambda m, i, o: seen.append(o[0].requires_grad))
+    last2(x).sum().backward()
+    assert seen == [False]
+    fast = {n: p.grad.clone() for n, p in last2.named_parameters() if p.grad is not None}
+    last2.zero_grad()
+    # the same gradients when every block runs under autograd (input requiring grad disables the skip)
+    last2(x.clone().requires_grad_(True)).sum().backward()
+    for n, g in fast.items():
+        assert torch.allclose(g, last2.get_parameter(n).grad, atol=1e-5), n
+
+
+def test_other_clip_sizes_rebuild_positions():
+    model = aptune.create_model("tiny", num_classes=3, method="apt", num_prompts=2).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 8, 48, 48))
+    assert out.shape == (1, 3)
+    with pytest.raises(ValueError, match="divisible"):
+        model(torch.randn(1, 3, 5, 32, 32))
+
+
+# ---- a toy method written here, against the seams only: the contract is real ---------------------
+@dataclasses.dataclass
+class TimeBiasConfig:
+    """A learnable bias per token time step, added to the residual stream before attention."""
+    steps: int = 2
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise aptune.errors.ConfigError(f"time_bias.steps: must be >= 1, got {self.steps}")
+
+
+class TimeBias(nn.Module):
+    """pre_attn seam: patch tokens (B, N, C) -> + bias[t] per time step t of the layout's grid."""
+
+    def __init__(self, steps: int, dim: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(steps, dim))
+        self.seen = []
+
+    def forward(self, x, layout):
+        self.seen.append(layout)
+        grid = layout.patch_grid(x[:, layout.patch_start:])               # (B, C, t, h, w)
+        grid = grid + self.bias.T[None, :, :, None, None]                 # bias (t, C) -> (1, C, t, 1, 1)
+        return torch.cat((x[:, :layout.patch_start], layout.from_grid(grid)), dim=1)
+
+
+@pytest.fixture
+def time_bias():
+    @register("time_bias", TimeBiasConfig, "toy: a bias per time step before each attention")
+    def apply(model, cfg):
+        added = []
+        for blk in model.blocks:
+            blk.pre_attn = TimeBias(cfg.steps, model.embed_dim)
+            added.append(blk.pre_attn)
+        return added
+    yield
+    unregister("time_bias")
+
+
+def test_a_toy_method_defined_in_a_test_trains_through_the_engine(tmp_path, time_bias):
+    from engine_data import TensorVideos, tiny_cfg
+
+    from aptune.config import Config
+    from aptune.engine.train import train
+    bad = Config.from_dict({"model": {"name": "tiny"}, "method": {"name": "time_bias", "steps": 0},
+                            "data": {"num_frames": 4, "img_size": 32}})
+    with pytest.raises(ValueError, match="time_bias.steps"):          # its config checks itself before any work
+        bad.validate(need_train=False)
+    cfg = tiny_cfg(tmp_path, method="time_bias", optim={"epochs": 3, "lr": 4.0})
+    cfg.method.options = {"steps": 2}
+    data = {"train": TensorVideos(24), "val": TensorVideos(6, mode="val"), "test": TensorVideos(6, mode="test")}
+    out = train(cfg, datasets=data)
+    model = out["model"]
+    blk = model.blocks[0].pre_attn
+    assert isinstance(blk, TimeBias) and blk.seen[0].grid == (2, 4, 4) and blk.seen[0].frames == 4
+    assert blk.bias.abs().sum() > 0                                    # it trained
+    assert any(n.startswith("blocks.0.pre_attn.bias") for n in model.tuning.trainable_names)
+    assert out["test"]["video_top1"] > 100 / 3 + 10                     # learns the 3 prototypes
+    loaded = aptune.load_adapter(out["adapter_dir"])                   # the random backbone is seeded by cfg
+    assert loaded.tuning.name == "time_bias"
+    with torch.no_grad():
+        x = video()
+        assert loaded.blocks[1].pre_attn.bias.shape == (2, 64)
+        assert torch.equal(loaded.blocks[1].pre_attn.bias, model.blocks[1].pre_attn.bias)
+        assert loaded.eval()(x).shape == model.eval()(x).shape
