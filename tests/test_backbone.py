@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from helpers import randomise, video
 
 import aptune
 from aptune.methods import register, unregister
 from aptune.models.layers import sinusoid_table
+
+from helpers import randomise, video
 
 
 def test_sinusoid_table_matches_numpy_formula():
@@ -96,10 +97,10 @@ def time_bias():
 
 
 def test_a_toy_method_defined_in_a_test_trains_through_the_engine(tmp_path, time_bias):
-    from engine_data import TensorVideos, tiny_cfg
-
     from aptune.config import Config
     from aptune.engine.train import train
+
+    from engine_data import TensorVideos, tiny_cfg
     bad = Config.from_dict({"model": {"name": "tiny"}, "method": {"name": "time_bias", "steps": 0},
                             "data": {"num_frames": 4, "img_size": 32}})
     with pytest.raises(ValueError, match="time_bias.steps"):          # its config checks itself before any work
