@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import aptune
@@ -63,12 +64,68 @@ def test_dropout_on_prompt_activations():
     assert not torch.allclose(mod(h, a), mod(h, a))
 
 
+class AuthorsApproximatePrompt(nn.Module):
+    """The authors' module (DoubtedSteam/APT `approximate_prompt`), written plainly from their formula
+    and initialisation: mm = Linear(d, r, no bias) ~ N(0, 1), then Linear(r, d, no bias) = 0; prompts
+    ~ N(0, 0.02); attention dropout on the ReLU activations; scale 0; called as (x, res) with x the
+    projected attention output and res the attention input."""
+
+    def __init__(self, d, r, m, attn_drop=0.0):
+        super().__init__()
+        self.mm = nn.Sequential(nn.Linear(d, r, bias=False), nn.Linear(r, d, bias=False))
+        nn.init.normal_(self.mm[0].weight, 0, 1.0)
+        nn.init.constant_(self.mm[1].weight, 0)
+        self.mm_tokens = nn.Parameter(torch.randn(m, d) * 0.02)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.scale = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, res):
+        attn = self.attn_drop(torch.relu(res @ (self.mm_tokens + self.mm(self.mm_tokens)).t()))
+        weights = attn.max(dim=-1, keepdim=True)[0].clone().detach()
+        return (x + (attn @ self.mm_tokens) * weights) * self.scale.exp()
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_matches_the_authors_module(mode):
+    torch.manual_seed(0)
+    ref = AuthorsApproximatePrompt(16, 3, 7, attn_drop=0.25)
+    with torch.no_grad():                            # off the init: every factor non-zero
+        ref.mm[1].weight.normal_(0, 0.5)
+        ref.mm_tokens.normal_(0, 0.5)
+        ref.scale.fill_(0.3)
+    ours = ApproxPrompt(16, 7, 3, dropout=0.25)
+    with torch.no_grad():                            # their Linear weights are (out, in): ours are transposed
+        ours.prompts.copy_(ref.mm_tokens)
+        ours.down.copy_(ref.mm[0].weight.T)
+        ours.up.copy_(ref.mm[1].weight.T)
+        ours.log_scale.copy_(ref.scale[0])
+    ref.train(mode == "train")
+    ours.train(mode == "train")
+    h, a = torch.randn(2, 10, 16), torch.randn(2, 10, 16)
+    torch.manual_seed(5)                             # the same dropout masks in train mode
+    want = ref(a, h)
+    torch.manual_seed(5)
+    got = ours(h, a)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)   # (P Wa) Wb vs their mm(P): float32 rounding
+    assert not torch.allclose(got, a)
+
+
+def test_initial_statistics_are_the_authors():
+    torch.manual_seed(0)
+    ad = ApproxPrompt(256, 400, 8)
+    assert 0.019 < ad.prompts.std().item() < 0.021 and abs(ad.prompts.mean().item()) < 0.002   # N(0, 0.02)
+    assert 0.95 < ad.down.std().item() < 1.05 and abs(ad.down.mean().item()) < 0.1               # N(0, 1)
+    assert torch.count_nonzero(ad.up) == 0 and ad.log_scale.item() == 0.0
+    assert ad.dropout.p == 0.0
+    P = ad.prompts
+    torch.testing.assert_close(P + P @ ad.down @ ad.up, P)                                        # P' = P
+
+
 def test_defaults_and_parameter_count():
     model = aptune.create_model("tiny", num_classes=5, method="approx_prompt")   # defaults m=200, r=4
     ad = model.blocks[0].attn_adapter
     assert ad.prompts.shape == (200, 64) and ad.down.shape == (64, 4) and ad.up.shape == (4, 64)
-    assert ad.log_scale.item() == 0.0 and 0.015 < ad.prompts.std().item() < 0.025   # N(0, 0.02)
-    assert ad.dropout.p == 0.1
+    assert ad.dropout.p == 0.0
     per_block = 200 * 64 + 2 * 4 * 64 + 1
     assert sum(p.numel() for p in ad.parameters()) == per_block
     assert aptune.count_parameters(model)["trainable"] == 4 * per_block + 64 * 5 + 5 + 2 * 64
@@ -95,6 +152,14 @@ def test_zero_prompts_equal_base_and_gradients(overrides, frames):
         assert not torch.allclose(model(x), plain(x))
 
     model.train()
+    F.cross_entropy(model(x), torch.tensor([0, 4])).backward()
+    for i in (1, 3):   # at the authors' init Wb = 0, so Wa's gradient is zero and Wb's is not (as LoRA's A, B)
+        ad = model.blocks[i].attn_adapter
+        assert ad.down.grad.abs().sum() == 0 and ad.up.grad.abs().sum() > 0
+    model.zero_grad()
+    with torch.no_grad():
+        for i in (1, 3):
+            model.blocks[i].attn_adapter.up.normal_(0, 0.5)
     F.cross_entropy(model(x), torch.tensor([0, 4])).backward()
     for i in (1, 3):
         ad = model.blocks[i].attn_adapter

@@ -123,6 +123,7 @@ def test_adaptformer_block_matches_formula():
     blk = model.blocks[1]
     ad = blk.mlp_adapter
     assert torch.count_nonzero(ad.up.weight) == 0 and torch.count_nonzero(ad.down.weight) > 0
+    assert ad.dropout.p == 0.1                     # the authors' video code: dropout 0.1 before up
     ad.up.weight.normal_(0, 0.5)
     ad.up.bias.normal_(0, 0.5)
     ad.down.bias.normal_(0, 0.5)

@@ -4,9 +4,10 @@ With x' the residual stream after attention (what the block's `mlp_adapter` seam
 
     y = x' + MLP(LN2(x')) + s * up(ReLU(down(x')))       down: d -> b, up: b -> d, both with bias
 
-`s` is a fixed scale (0.1 by default). Init as in AdaptFormer: down kaiming-uniform (a = sqrt(5),
-the LoRA-style init), up weight and both biases zero, so the model starts as the plain backbone.
-Dropout (if any) sits between ReLU and up. Trains: the branches, fc_norm and the head.
+`s` is a fixed scale (0.1 by default). As the authors' video code (ShoufaChen/AdaptFormer) has it:
+down kaiming-uniform (a = sqrt(5), the LoRA-style init), up weight and both biases zero, so the model
+starts as the plain backbone; dropout 0.1 between ReLU and up. Trains: the branches and the
+backbone's head modules.
 Parameters per block: 2 * d * b + b + d.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .registry import check_int, check_layers, check_prob, register, resolve_lay
 class AdaptFormerConfig:
     bottleneck: int = 64
     scale: float = 0.1
-    dropout: float = 0.0
+    dropout: float = 0.1              # between ReLU and up, as the authors' video code
     layers: list[int] | None = None   # block indices; None = all blocks
 
     def __post_init__(self):

@@ -6,18 +6,19 @@ attention input h = LN1(x) and the attention output a, both (B, N, d)):
 
     P' = P + P Wa Wb                 (m, d)       P (m, d), Wa (d, r), Wb (r, d)
     A  = dropout(ReLU(h P'^T))       (B, N, m)
-    g  = max_j A[..., j], detached   (B, N, 1)    one gain per token (see below)
+    g  = max_j A[..., j], detached   (B, N, 1)    one gain per token
     a' = exp(s) * (a + (A P) * g)    (B, N, d)    s a learnable scalar
 
-Shape of g: DESIGN.md multiplies (A P), which is (B, N, d), by "the max over the m prompts of
-A". We take that max per token, over the prompt axis only, keeping the axis: g is (B, N, 1) and
-scales every channel of that token's prompt contribution; it is computed from the same
-(dropped-out) A that multiplies P, and carries no gradient (a constant gain).
-
-Init: P, Wa, Wb from N(0, 0.02), s = 0. With P = 0 the block is exactly the plain block (A = 0,
-exp(0) = 1). Cost per block O(N m d): no attention over N + m tokens and no MLP on prompts.
-Nothing depends on the token grid, so it works for any tubelet/frame count (also T = 1 images).
-Trains: P, Wa, Wb, s, fc_norm and the head. Parameters per block: m*d + 2*r*d + 1.
+As the authors' code has it (DoubtedSteam/APT, `approximate_prompt`; their `mm` is
+Linear(d, r, bias=False) then Linear(r, d, bias=False), so Wa, Wb are those weights transposed):
+the max is taken per token over the prompts, from the same (dropped-out) A that multiplies P,
+and carries no gradient; a' is formed after the output projection, before the output dropout.
+Init: P ~ N(0, 0.02), Wa ~ N(0, 1), Wb = 0 (so P' = P at the start), s = 0; dropout on A is the
+backbone's attention dropout in their runs (0.0), so 0 here unless asked. m = 50 in their ViLT
+vision layers, 200 in METER's text layers. With P = 0 the block is exactly the plain block
+(A = 0, exp(0) = 1). Cost per block O(N m d): no attention over N + m tokens and no MLP on
+prompts. Nothing depends on the token grid, so it works for any tubelet/frame count (also T = 1).
+Trains: P, Wa, Wb, s and the backbone's head modules. Parameters per block: m*d + 2*r*d + 1.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from .registry import check_int, check_layers, check_prob, register, resolve_lay
 class ApproxPromptConfig:
     num_prompts: int = 200
     rank: int = 4                     # rank of the low-rank prompt transform Wa Wb (0: none)
-    dropout: float = 0.1              # dropout on the prompt activations A
+    dropout: float = 0.0              # dropout on the prompt activations A (the authors': attention dropout, 0)
     layers: list[int] | None = None   # block indices; None = all blocks
 
     def __post_init__(self):
@@ -47,11 +48,11 @@ class ApproxPromptConfig:
 class ApproxPrompt(nn.Module):
     """attn_adapter seam: (h, a, layout) -> a', both (B, N, d); formula in this module's docstring."""
 
-    def __init__(self, dim: int, num_prompts: int, rank: int, dropout: float, std: float = 0.02):
+    def __init__(self, dim: int, num_prompts: int, rank: int, dropout: float = 0.0):
         super().__init__()
-        self.prompts = nn.Parameter(torch.randn(num_prompts, dim) * std)   # P  (m, d)
-        self.down = nn.Parameter(torch.randn(dim, rank) * std)             # Wa (d, r)
-        self.up = nn.Parameter(torch.randn(rank, dim) * std)               # Wb (r, d)
+        self.prompts = nn.Parameter(torch.randn(num_prompts, dim) * 0.02)  # P  (m, d), N(0, 0.02)
+        self.down = nn.Parameter(torch.randn(dim, rank))                   # Wa (d, r), N(0, 1)
+        self.up = nn.Parameter(torch.zeros(rank, dim))                     # Wb (r, d), zero: P' = P at init
         self.log_scale = nn.Parameter(torch.zeros(()))                     # s, a' is scaled by exp(s)
         self.dropout = nn.Dropout(dropout)
 
