@@ -18,44 +18,70 @@ U8_TOL = 1.01 / 255 / 0.224  # resizing runs on uint8: at most one level from th
 
 
 # ------------------------------------------------------------------ sampling
-def test_dense_test_clips_evenly_spaced():
-    # 100 frames, 16 x 4 -> span 61, last start 39; 5 clips: 0, 9.75, 19.5, 29.25, 39
+# (the authors' rules over many lengths, and videos read back by frame index, are in
+# test_sampling_protocol.py; these are small cases worked by hand)
+class FixedDraw:
+    """Stands in for random.Random: randrange returns the given values in turn."""
+
+    def __init__(self, *values):
+        self.values, self.calls = list(values), []
+
+    def randrange(self, *args):
+        self.calls.append(args)
+        return self.values.pop(0)
+
+
+def test_dense_test_clips_at_multiples_of_the_stride():
+    # 100 frames, 16 x 4 -> buffer 0, 4, ..., 96 (25 entries), room 9; 5 clips: int(k * 2.25)
     clips = S.dense_test(100, 16, 4, 5)
-    assert [c[0] for c in clips] == [0, 10, 20, 29, 39]
-    assert clips[4] == [39 + 4 * t for t in range(16)]
-    assert S.dense_test(100, 16, 4, 1)[0][0] == 19  # centre clip: 39 // 2
-    # a short video: clamped, never out of range, never a crash
-    assert S.dense_test(10, 4, 4, 2) == [[0, 4, 8, 9], [0, 4, 8, 9]]
-    assert S.dense_clip(1, 3, 4, 0) == [0, 0, 0]
+    assert S.dense_test_starts(100, 16, 4, 5) == [0, 2, 4, 6, 9]
+    assert [c[0] for c in clips] == [0, 8, 16, 24, 36]
+    assert clips[4] == [36 + 4 * t for t in range(16)]
+    assert S.dense_test(100, 16, 4, 1)[0][0] == 16  # one clip: the centre, 9 // 2 = 4 -> frame 16
+    # a short video: the strided frames, then the last of them repeated (not the video's last)
+    assert S.dense_test(10, 4, 4, 2) == [[0, 4, 8, 8], [0, 4, 8, 8]]
+    assert S.dense_test(1, 3, 4, 2) == [[0, 0, 0]] * 2
 
 
-def test_dense_train_within_bounds():
+def test_dense_train_window_and_short_videos():
+    # 100 frames, 16 x 4: end drawn in [64, 100); end 70 -> linspace(6, 70, 16), last clipped to 69
+    draw = FixedDraw(70)
+    assert S.dense_train(100, 16, 4, draw) == [6 + int(t * 64 / 15) for t in range(15)] + [69]
+    assert draw.calls == [(64, 100)]
     rng = random.Random(0)
     starts = {S.dense_train(100, 16, 4, rng)[0] for _ in range(300)}
-    assert min(starts) >= 0 and max(starts) <= 39 and len(starts) > 20
-    assert S.dense_train(20, 16, 4, rng) == [min(4 * t, 19) for t in range(16)]
+    assert starts == set(range(0, 36))
+    # n <= T*r: linspace(0, 20, 5) = 0, 5, ..., 20, then 20 repeated, clipped to 19
+    assert S.dense_train(20, 16, 4, rng) == [0, 5, 10, 15] + [19] * 12
+    assert S.dense_train(3, 4, 4, rng) == [2, 2, 2, 2]  # 3 // 4 = 0 spread frames: the last
 
 
 def test_segment_sampling():
-    # 32 frames, 8 segments of 4; 2 test views at 1/4 and 3/4 of each segment
-    assert S.segment_test(32, 8, 2) == [[1 + 4 * t for t in range(8)], [3 + 4 * t for t in range(8)]]
-    assert S.segment_test(32, 8, 1) == [[2 + 4 * t for t in range(8)]]
+    # 32 frames, 8 segments, tick 4: view 0 at int(4x), view 1 at int(2 + 4x)
+    assert S.segment_test(32, 8, 2) == [[4 * t for t in range(8)], [2 + 4 * t for t in range(8)]]
+    assert S.segment_test(32, 8, 1) == [[4 * t for t in range(8)]]
+    # 35 frames: segments of 35 // 8 = 4 (the last 3 frames never used), one random offset each
+    offsets = [3, 0, 1, 2, 3, 0, 1, 2]
+    draw = FixedDraw(*offsets)
+    assert S.segment_train(35, 8, draw) == [4 * t + o for t, o in enumerate(offsets)]
+    assert draw.calls == [(4,)] * 8
     rng = random.Random(1)
     for _ in range(50):
-        idx = S.segment_train(32, 8, rng)
+        idx = S.segment_train(35, 8, rng)
         assert all(4 * t <= i < 4 * t + 4 for t, i in enumerate(idx))
-    assert all(0 <= i < 3 for i in S.segment_train(3, 8, rng))
+    assert S.segment_train(3, 8, rng) == [0] * 8  # fewer frames than segments: frame 0
     assert all(0 <= i < 3 for v in S.segment_test(3, 8, 2) for i in v)
+    assert S.min_frames(8, 4, "segment") == 8 and S.min_frames(16, 4, "dense") == 61
 
 
 # ------------------------------------------------------------------ transforms
 def test_three_crops_along_long_side():
-    # 4 frames 40 x 100 (H x W); short side -> 20 gives 20 x 50; crops at x = 0, 15, 30
+    # 4 frames 40 x 100 (H x W); short side -> 20 gives 20 x 50; crops at x = int(c * 15)
     video = torch.randint(0, 256, (4, 40, 100, 3), dtype=torch.uint8)
     views = TR.test_views(video, 20, 3)
     assert views.shape == (3, 3, 4, 20, 20)
     x = torch.nn.functional.interpolate(video.permute(0, 3, 1, 2).float() / 255, size=(20, 50),
-                                        mode="bilinear", antialias=True, align_corners=False)
+                                        mode="bilinear", antialias=False, align_corners=False)
     ref = (x.permute(1, 0, 2, 3) - MEAN) / STD  # (3, T, 20, 50)
     for v, x0 in enumerate([0, 15, 30]):
         torch.testing.assert_close(views[v], ref[..., x0:x0 + 20], atol=U8_TOL, rtol=0)
@@ -71,9 +97,10 @@ def test_train_transform_shapes_and_flip():
     cfg = TR.TrainTransformConfig(img_size=32, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3), flip=False)
     out = TR.train_transform(video, cfg, random.Random(0))
     assert out.shape == (3, 4, 32, 32) and out.dtype == torch.float32
-    # full-frame crop, no flip: equals a plain resize + normalise
+    # full-frame crop, no flip: equals a plain bilinear resize (no antialiasing, as the
+    # authors' random_resized_crop) + normalise
     x = torch.nn.functional.interpolate(video.permute(0, 3, 1, 2).float() / 255, size=(32, 32),
-                                        mode="bilinear", antialias=True, align_corners=False)
+                                        mode="bilinear", antialias=False, align_corners=False)
     torch.testing.assert_close(out, (x.permute(1, 0, 2, 3) - MEAN) / STD, atol=U8_TOL, rtol=0)
     flips = set()
     for s in range(20):
@@ -128,15 +155,22 @@ def test_test_mode_views_clip_major(vids):
                       img_size=64, num_clips=3, num_crops=3)
     views, label, i = ds[0]
     assert views.shape == (9, 3, 4, 64, 64) and label == 1 and i == 0
-    # span 10, last start 30 -> clip starts 0, 15, 30; 3 crops of 64 along 128: x = 0, 32, 64
+    # buffer 0, 3, ..., 39 (14 entries), room 10 -> clips at buffer 0, 5, 10 = frames 0, 15, 30;
+    # 3 crops of 64 along 128: x = int(c * 32)
     for v in range(9):
         start, x0 = [0, 15, 30][v // 3], [0, 32, 64][v % 3]
         torch.testing.assert_close(views[v], _hand_view(full, [start + 3 * t for t in range(4)], x0))
     # the frames are the right ones by content, too (left crop holds the low 4 index bits)
     assert [frame_index(f) % 16 for f in _uint8_frames(views[6])] == [(30 + 3 * t) % 16 for t in range(4)]
+    # val: one window drawn like training's, fixed per item (the same every epoch), centre crop
     val = VideoDataset([("a.mp4", 1)], root=vids, mode="val", num_frames=4, sampling_rate=3, img_size=64)
-    centre, _, _ = val[0]  # centre clip start 30 // 2 = 15, centre crop
-    torch.testing.assert_close(centre, _hand_view(full, [15, 18, 21, 24], 32))
+    (frames,) = val.clip_indices(40, 0)
+    start = frames[0]  # window of 12 ending in [12, 40): linspace(start, start + 12, 4), last - 1
+    assert 0 <= start <= 27 and frames == [start, start + 4, start + 8, start + 11]
+    centre, _, _ = val[0]
+    torch.testing.assert_close(centre, _hand_view(full, frames, 32))
+    val.set_epoch(3)
+    assert torch.equal(val[0][0], centre)
 
 
 def test_segment_views(vids):
@@ -145,9 +179,9 @@ def test_segment_views(vids):
                       img_size=64, num_clips=2, num_crops=1)
     views, _, _ = ds[0]
     assert views.shape == (2, 3, 8, 64, 64)
-    # 40 frames, 8 segments of 5: view 0 at 1.25 -> 1, 6, ...; view 1 at 3.75 -> 3, 8, ...
-    for v, off in enumerate([1.25, 3.75]):
-        torch.testing.assert_close(views[v], _hand_view(full, [int(5 * t + off) for t in range(8)], 32))
+    # 40 frames, tick 5: view 0 at int(5x) = 0, 5, ...; view 1 at int(2.5 + 5x) = 2, 7, ...
+    for v, off in enumerate([0, 2.5]):
+        torch.testing.assert_close(views[v], _hand_view(full, [int(off + 5 * t) for t in range(8)], 32))
 
 
 def test_determinism_and_epochs(vids):

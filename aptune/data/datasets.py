@@ -3,9 +3,13 @@
 Items by mode (S = img_size, T = num_frames):
   train: (clip, label, index), clip (3, T, S, S), or (num_sample, 3, T, S, S) when
          num_sample > 1 (repeated augmentation: several views of ONE decoded clip);
-  val:   (clip, label, index), one centre view (3, T, S, S);
+  val:   (clip, label, index), one view (3, T, S, S): frames drawn as in training (as the
+         authors' `validation` mode does) but from a generator fixed per item, the same
+         every epoch; short side to S, centre crop;
   test:  (views, label, index), views (num_clips * num_crops, 3, T, S, S) from one decode,
          clip-major: view v = temporal clip v // num_crops, spatial crop v % num_crops.
+Frames and views follow the APT authors' code (see sampling.py and transforms.py); only the
+frames the views use are decoded (frame-accurate seeks), the same frames their loader takes.
 
 Determinism: every random choice of item `index` comes from `random.Random` seeded with
 (seed, epoch, index, sample_k), never from global state, so the same (epoch, index) gives
@@ -113,18 +117,25 @@ class VideoDataset(Dataset):
         """The generator for item `index`, draw `sample_k` ('t' = temporal) this epoch."""
         return random.Random(f"aptune/{self.seed}/{self.epoch}/{index}/{sample_k}")
 
+    @property
+    def min_frames(self) -> int:
+        """Video length below which this dataset's clips repeat frames (shorter videos are
+        padded, never rejected); `aptune check-videos` reports them as too short."""
+        return sampling.min_frames(self.num_frames, self.sampling_rate, self.sampling)
+
     def clip_indices(self, video_frames: int, index: int) -> list[list[int]]:
-        """Frame indices per temporal clip for this mode (train: one random clip)."""
+        """Frame indices per temporal clip for this mode: train one random clip, val one
+        clip drawn the same way from a generator fixed per item, test the K views."""
         T, r = self.num_frames, self.sampling_rate
-        if self.mode == "train":
-            rng = self.rng(index, "t")
+        if self.mode != "test":
+            rng = (self.rng(index, "t") if self.mode == "train"
+                   else random.Random(f"aptune/{self.seed}/val/{index}"))
             if self.sampling == "dense":
                 return [sampling.dense_train(video_frames, T, r, rng)]
             return [sampling.segment_train(video_frames, T, rng)]
-        k = 1 if self.mode == "val" else self.num_clips
         if self.sampling == "dense":
-            return sampling.dense_test(video_frames, T, r, k)
-        return sampling.segment_test(video_frames, T, k)
+            return sampling.dense_test(video_frames, T, r, self.num_clips)
+        return sampling.segment_test(video_frames, T, self.num_clips)
 
     def __getitem__(self, index: int):
         label = self.entries[index][1]

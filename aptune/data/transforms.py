@@ -3,11 +3,19 @@
 Input: uint8 tensor (T, H, W, 3) from `decode.read_frames`.
 Output: float tensor (3, T, S, S), scaled to [0, 1] then normalised with ImageNet mean/std.
 
-Training: (optional short-side resize) -> VideoMAE-style random resized crop -> optional
-horizontal flip -> optional light RandAugment (one set of parameters for all frames of
-a clip) -> normalise. Test: resize the short side to S, then `num_crops` crops of S x S
-along the long side (3 crops: start, centre, end). All randomness comes from the
-`random.Random` passed in, never from global state.
+As the APT authors' code (wgcban/apt `kinetics.py`, `ssv2.py`, `video_transforms.py`):
+Test: resize the short side to S (skipped when it is S already), the long side to
+int(S * long / short), bilinear without antialiasing (their OpenCV INTER_LINEAR); then
+`num_crops` crops of S x S along the long side (the height when H >= W) at offsets
+int(c * (long - S) / (C - 1)); one crop: centred, offset round((long - S) / 2).
+Training: (optional short-side resize, off in the authors' runs) -> random resized crop
+(area 0.08-1, aspect 0.75-1.3333, bilinear without antialiasing) -> optional horizontal
+flip -> optional light RandAugment (aptune's own, one set of parameters for all frames of
+a clip) -> normalise. All randomness comes from the `random.Random` passed in, never from
+global state.
+
+Resizing runs on uint8 frames (PyTorch's channels-last uint8 kernel, several times faster
+than float on CPU); its rounding is within one grey level of OpenCV's fixed-point result.
 """
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class TrainTransformConfig:
     img_size: int = 224
     scale: tuple[float, float] = (0.08, 1.0)        # area fraction of the crop
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)     # aspect ratio w/h of the crop
+    ratio: tuple[float, float] = (0.75, 1.3333)     # aspect ratio w/h of the crop (the authors' values)
     flip: bool = True                               # off for direction-sensitive data (SSv2)
     short_side: int | None = None                   # resize short side first (None: crop the original)
     rand_augment: bool = False
@@ -41,35 +49,23 @@ def to_float(video: torch.Tensor) -> torch.Tensor:
     return video.permute(0, 3, 1, 2).float().div_(255.0)  # (T, 3, H, W)
 
 
-def resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bilinear, antialiased resize of float (T, 3, H, W)."""
-    if x.shape[-2:] == (height, width):
-        return x
-    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False,
-                         antialias=True)
-
-
 def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """(h, w) with the short side = size and the aspect ratio kept (long side rounded)."""
-    if height <= width:
-        return size, max(size, int(round(width * size / height)))
-    return max(size, int(round(height * size / width))), size
-
-
-def resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
-    """float (T, 3, H, W) -> (T, 3, h, w) with min(h, w) = size."""
-    return resize(x, *short_side_size(x.shape[-2], x.shape[-1], size))
+    """(h, w) with the short side = size and the long side int(size * long / short),
+    truncated as the authors' `get_resize_sizes` (320 x 240 at 224 -> 298 x 224)."""
+    if width < height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
 
 
 def resize_uint8(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bilinear, antialiased resize of uint8 (T, H, W, 3) -> (T, height, width, 3).
-    Runs PyTorch's channels-last uint8 kernel (about 20x faster than float on CPU);
-    results are rounded to uint8 (at most 1 level from the float resize)."""
+    """Bilinear resize (half-pixel centres, no antialiasing, like OpenCV's INTER_LINEAR) of
+    uint8 (T, H, W, 3) -> (T, height, width, 3), rounded to uint8; unchanged if the size
+    already matches."""
     if tuple(video.shape[1:3]) == (height, width):
         return video
     x = video.permute(0, 3, 1, 2)  # (T, 3, H, W), channels-last in memory
     x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(height, width),
-                      mode="bilinear", align_corners=False, antialias=True)
+                      mode="bilinear", align_corners=False, antialias=False)
     return x.permute(0, 2, 3, 1).contiguous()  # (T, h, w, 3)
 
 
@@ -96,14 +92,14 @@ def random_resized_crop_box(height: int, width: int, scale, ratio, rng: random.R
 
 
 def crop_offsets(long_side: int, size: int, num_crops: int) -> list[int]:
-    """Offsets of `num_crops` windows of `size` along a side of `long_side`, evenly spaced
-    from the start to the end (1 crop: centred). 3 crops: [0, (L-S)//2, L-S]."""
+    """Offsets of `num_crops` windows of `size` along a side of `long_side`:
+    int(c * (long - size) / (C - 1)) (3 crops of 224 along 298: 0, 37, 74); one crop:
+    round((long - size) / 2), Python's round as the authors' CenterCrop (75 -> 38)."""
     room = max(long_side - size, 0)
     if num_crops == 1:
-        return [room // 2]
-    if num_crops == 3:
-        return [0, room // 2, room]
-    return [int(round(k * room / (num_crops - 1))) for k in range(num_crops)]
+        return [int(round(room / 2.0))]
+    step = room / (num_crops - 1)
+    return [int(c * step) for c in range(num_crops)]
 
 
 # ---------------------------------------------------------------- light RandAugment
@@ -205,20 +201,18 @@ def multi_view(frames: torch.Tensor, clips: list[list[int]], img_size: int,
                num_crops: int = 3) -> torch.Tensor:
     """All test views from one set of decoded frames: each frame is resized (short side
     to S) and normalised once, then every clip (a list of positions into `frames`) gets
-    `num_crops` S x S crops along the long side (centred on the short side).
+    `num_crops` S x S crops along the long side, the height when h >= w as in the authors'
+    code (see crop_offsets; the short side is S, so it is taken whole).
     uint8 (U, H, W, 3) -> float (len(clips) * num_crops, 3, T, S, S), clip-major."""
     small = resize_uint8(frames, *short_side_size(frames.shape[1], frames.shape[2], img_size))
     x = normalize(to_float(small)).transpose(0, 1)  # (U, 3, h, w), normalised
     h, w = x.shape[-2:]
-    T = len(clips[0])
-    out = torch.empty(len(clips) * num_crops, 3, T, img_size, img_size)
-    y0, x0 = (h - img_size) // 2, (w - img_size) // 2
+    T, S = len(clips[0]), img_size
+    out = torch.empty(len(clips) * num_crops, 3, T, S, S)
+    offsets = crop_offsets(max(h, w), S, num_crops)
     for c, idx in enumerate(clips):
         sel = x[idx]  # (T, 3, h, w)
-        for j, off in enumerate(crop_offsets(max(h, w), img_size, num_crops)):
-            if w >= h:
-                crop = sel[..., y0:y0 + img_size, off:off + img_size]
-            else:
-                crop = sel[..., off:off + img_size, x0:x0 + img_size]
-            out[c * num_crops + j] = crop.transpose(0, 1)  # (3, T, S, S)
+        for j, off in enumerate(offsets):
+            crop = sel[..., off:off + S, :S] if h >= w else sel[..., :S, off:off + S]
+            out[c * num_crops + j] = crop.transpose(0, 1)  # (T, 3, S, S) -> (3, T, S, S)
     return out
