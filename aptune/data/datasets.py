@@ -119,8 +119,9 @@ class VideoDataset(Dataset):
 
     @property
     def min_frames(self) -> int:
-        """Video length below which this dataset's clips repeat frames (shorter videos are
-        padded, never rejected); `aptune check-videos` reports them as too short."""
+        """Video length below which the test views repeat frames (`sampling.min_frames`):
+        shorter videos are padded as the authors' loader pads them, never rejected;
+        `aptune check-videos` reports them as too short."""
         return sampling.min_frames(self.num_frames, self.sampling_rate, self.sampling)
 
     def clip_indices(self, video_frames: int, index: int) -> list[list[int]]:
