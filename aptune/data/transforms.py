@@ -199,20 +199,22 @@ def test_views(video: torch.Tensor, img_size: int, num_crops: int = 3) -> torch.
 
 def multi_view(frames: torch.Tensor, clips: list[list[int]], img_size: int,
                num_crops: int = 3) -> torch.Tensor:
-    """All test views from one set of decoded frames: each frame is resized (short side
-    to S) and normalised once, then every clip (a list of positions into `frames`) gets
-    `num_crops` S x S crops along the long side, the height when h >= w as in the authors'
-    code (see crop_offsets; the short side is S, so it is taken whole).
+    """All test views from one set of decoded frames: the frames are resized once (short
+    side to S, uint8), then every clip (a list of positions into `frames`) gets `num_crops`
+    S x S crops along the long side, the height when h >= w as in the authors' code (see
+    crop_offsets; the short side is S, so it is taken whole). Each crop is converted to
+    float and normalised in one pass straight into the output (x * 1/(255 std) - mean/std).
     uint8 (U, H, W, 3) -> float (len(clips) * num_crops, 3, T, S, S), clip-major."""
     small = resize_uint8(frames, *short_side_size(frames.shape[1], frames.shape[2], img_size))
-    x = normalize(to_float(small)).transpose(0, 1)  # (U, 3, h, w), normalised
-    h, w = x.shape[-2:]
+    h, w = small.shape[1:3]
     T, S = len(clips[0]), img_size
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+    scale, shift = 1.0 / (255.0 * std), -torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1) / std
     out = torch.empty(len(clips) * num_crops, 3, T, S, S)
     offsets = crop_offsets(max(h, w), S, num_crops)
     for c, idx in enumerate(clips):
-        sel = x[idx]  # (T, 3, h, w)
+        sel = small[idx]  # (T, h, w, 3) uint8
         for j, off in enumerate(offsets):
-            crop = sel[..., off:off + S, :S] if h >= w else sel[..., :S, off:off + S]
-            out[c * num_crops + j] = crop.transpose(0, 1)  # (T, 3, S, S) -> (3, T, S, S)
+            crop = sel[:, off:off + S, :S] if h >= w else sel[:, :S, off:off + S]  # (T, S, S, 3)
+            torch.addcmul(shift, crop.permute(3, 0, 1, 2), scale, out=out[c * num_crops + j])
     return out
