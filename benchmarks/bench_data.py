@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from aptune.data import VideoDataset
-from aptune.data import decode
+from aptune.data import VideoDataset, decode
 
 
 def make_clip(path: Path, seconds=10, fps=25, w=320, h=240, seed=0):

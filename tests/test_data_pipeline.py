@@ -8,8 +8,9 @@ from torch.utils.data import DataLoader
 
 from aptune.data import BadVideoError, VideoDataset, collate_skip_bad
 from aptune.data import sampling as S
-from aptune.data.decode import decode_all
 from aptune.data import transforms as TR
+from aptune.data.decode import decode_all
+
 from videos import frame_index, make_video
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)
@@ -113,8 +114,8 @@ def test_train_transform_shapes_and_flip():
 def test_random_resized_crop_box_bounds():
     rng = random.Random(3)
     for _ in range(200):
-        t, l, h, w = TR.random_resized_crop_box(120, 160, (0.08, 1.0), (3 / 4, 4 / 3), rng)
-        assert 0 <= t and t + h <= 120 and 0 <= l and l + w <= 160
+        t, left, h, w = TR.random_resized_crop_box(120, 160, (0.08, 1.0), (3 / 4, 4 / 3), rng)
+        assert 0 <= t and t + h <= 120 and 0 <= left and left + w <= 160
         assert 0.08 * 0.9 <= h * w / (120 * 160) <= 1.0
 
 

@@ -18,6 +18,7 @@ from aptune.data import VideoDataset
 from aptune.data import sampling as S
 from aptune.data import transforms as TR
 from aptune.data.decode import decode_all
+
 from videos import frame_index, make_video
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import MissingFileError
+
 HELP = ("decode every video of a list file; report missing, empty, truncated, undecodable and "
         "too-short files (exit 1 if any)")
 PROBLEMS = ("missing", "empty", "truncated", "undecodable", "too_short")
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.sampling import min_frames
 
     if not Path(args.list).is_file():
-        raise FileNotFoundError(f"list file {args.list} not found")
+        raise MissingFileError(f"list file {args.list} not found")
     shape, root = clip_shape(args)
     entries = read_list_file(args.list)
     need = min_frames(shape["num_frames"], shape["sampling_rate"], shape["sampling"])

@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from ..errors import ConfigError, DataError, MissingFileError
 from . import sampling
 from .decode import BadVideoError, read_sampled
-from .prepare import read_class_names, read_list_file, read_ssv2, scan_folder
+from .prepare import read_class_names, read_list_file, scan_folder
 from .transforms import TrainTransformConfig, multi_view, train_transform
 
 log = logging.getLogger(__name__)
@@ -51,29 +52,29 @@ class VideoDataset(Dataset):
         beside the list file. `threads`: FFmpeg threads per decode (1 suits DataLoader
         workers; 0 lets FFmpeg choose)."""
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         if sampling not in ("dense", "segment"):
-            raise ValueError(f"sampling must be 'dense' or 'segment', got {sampling!r}")
+            raise ConfigError(f"sampling must be 'dense' or 'segment', got {sampling!r}")
         for name, v in (("num_frames", num_frames), ("sampling_rate", sampling_rate),
                         ("img_size", img_size), ("num_clips", num_clips),
                         ("num_crops", num_crops), ("num_sample", num_sample)):
             if int(v) < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
+                raise ConfigError(f"{name} must be >= 1, got {v}")
         if isinstance(entries_or_list_file, (str, os.PathLike)):
             list_file = Path(entries_or_list_file)
             if not list_file.is_file():
-                raise FileNotFoundError(f"list file {list_file} not found")
+                raise MissingFileError(f"list file {list_file} not found")
             self.entries = read_list_file(list_file)
             if class_names is None and (list_file.parent / "classes.txt").is_file():
                 class_names = read_class_names(list_file.parent / "classes.txt")
         else:
             self.entries = [(str(p), int(y)) for p, y in entries_or_list_file]
         if not self.entries:
-            raise ValueError("VideoDataset: no entries")
+            raise DataError("VideoDataset: no entries")
         self.class_names = list(class_names) if class_names is not None else None
         top = max(y for _, y in self.entries)
         if self.class_names is not None and top >= len(self.class_names):
-            raise ValueError(f"label {top} >= number of class names ({len(self.class_names)})")
+            raise DataError(f"label {top} >= number of class names ({len(self.class_names)})")
         self.num_classes = len(self.class_names) if self.class_names is not None else top + 1
         self.root = Path(root) if root is not None else None
         self.mode, self.num_frames, self.sampling_rate = mode, int(num_frames), int(sampling_rate)
@@ -84,18 +85,6 @@ class VideoDataset(Dataset):
                                               short_side=short_side, rand_augment=rand_augment)
 
     # ------------------------------------------------------------ constructors
-    @classmethod
-    def from_ssv2(cls, root, split: str = "train", **kwargs) -> "VideoDataset":
-        """SSv2 from labels.json + train.json / validation.json under `root`; defaults to
-        segment sampling without flips (SSv2 classes say left/right)."""
-        entries, names, notes = read_ssv2(root, split)
-        for n in notes:
-            log.warning(n)
-        kwargs.setdefault("sampling", "segment")
-        kwargs.setdefault("flip", False)
-        kwargs.setdefault("mode", "train" if split == "train" else "val")
-        return cls(entries, root=root, class_names=names, **kwargs)
-
     @classmethod
     def from_folder(cls, root, **kwargs) -> "VideoDataset":
         """`root/class_name/video.ext`, classes sorted by name (label = position)."""

@@ -186,11 +186,6 @@ def train_transform(video: torch.Tensor, cfg: TrainTransformConfig, rng: random.
     return normalize(x)
 
 
-def center_transform(video: torch.Tensor, img_size: int) -> torch.Tensor:
-    """Validation view: short side to S, centre crop. uint8 (T,H,W,3) -> (3, T, S, S)."""
-    return test_views(video, img_size, 1)[0]
-
-
 def test_views(video: torch.Tensor, img_size: int, num_crops: int = 3) -> torch.Tensor:
     """Short side to S, then `num_crops` S x S crops along the long side.
     uint8 (T, H, W, 3) -> float (num_crops, 3, T, S, S)."""
