@@ -238,3 +238,15 @@ def test_list_file_and_classes(vids, tmp_path):
     fd = VideoDataset.from_folder(folder, mode="val", num_frames=4, img_size=32)
     assert fd.class_names == ["jump", "walk"] and fd.entries == [("jump/v.mp4", 0), ("walk/v.mp4", 1)]
     assert fd[1][0].shape == (3, 4, 32, 32)
+
+
+def test_the_backbone_normalisation_is_used(vids):
+    """Views are normalised with the mean/std the dataset is given (each backbone carries its own)."""
+    path = vids / "a.mp4"
+    kw = dict(mode="test", num_frames=4, sampling_rate=2, img_size=32, num_clips=1, num_crops=1)
+    raw = VideoDataset([(str(path), 0)], mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), **kw)[0][0]
+    clip_mean, clip_std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    clip = VideoDataset([(str(path), 0)], mean=clip_mean, std=clip_std, **kw)[0][0]
+    m, s = torch.tensor(clip_mean).view(3, 1, 1, 1), torch.tensor(clip_std).view(3, 1, 1, 1)
+    torch.testing.assert_close(clip[0], (raw[0] - m) / s, rtol=1e-5, atol=1e-5)
+    assert 0.0 <= raw.min() and raw.max() <= 1.0

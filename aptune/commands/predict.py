@@ -31,7 +31,7 @@ def predict_videos(model, paths: list[Path], clips: int, crops: int, sampling_ra
     from ..engine.evaluate import average_views
     c = model.config
     ds = VideoDataset([(str(p), 0) for p in paths], mode="test", num_frames=c.num_frames, sampling_rate=sampling_rate,
-                      img_size=c.img_size, sampling=sampling, num_clips=clips, num_crops=crops)
+                      img_size=c.img_size, sampling=sampling, num_clips=clips, num_crops=crops, mean=c.mean, std=c.std)
     names = getattr(model, "class_names", None) or [str(i) for i in range(c.num_classes)]
     model.eval()
     out = []

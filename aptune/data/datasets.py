@@ -34,7 +34,7 @@ from ..errors import ConfigError, DataError, MissingFileError
 from . import sampling
 from .decode import BadVideoError, read_sampled
 from .prepare import read_class_names, read_list_file, scan_folder
-from .transforms import TrainTransformConfig, multi_view, train_transform
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransformConfig, multi_view, train_transform
 
 log = logging.getLogger(__name__)
 MODES = ("train", "val", "test")
@@ -46,11 +46,11 @@ class VideoDataset(Dataset):
                  num_clips: int = 5, num_crops: int = 3, flip: bool = True, num_sample: int = 1,
                  rand_augment: bool = False, skip_bad_videos: bool = False,
                  short_side: int | None = None, seed: int = 0, scale=(0.08, 1.0),
-                 class_names: list[str] | None = None, threads: int = 1):
+                 class_names: list[str] | None = None, threads: int = 1, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         """`entries_or_list_file`: [(relative_path, label)] or a VideoMAE list file; paths
         are relative to `root` (None: as written). `class_names` default to a classes.txt
         beside the list file. `threads`: FFmpeg threads per decode (1 suits DataLoader
-        workers; 0 lets FFmpeg choose)."""
+        workers; 0 lets FFmpeg choose). `mean`/`std`: the backbone's input normalisation."""
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         if sampling not in ("dense", "segment"):
@@ -81,8 +81,10 @@ class VideoDataset(Dataset):
         self.img_size, self.sampling = int(img_size), sampling
         self.num_clips, self.num_crops, self.num_sample = int(num_clips), int(num_crops), int(num_sample)
         self.skip_bad_videos, self.seed, self.epoch, self.threads = skip_bad_videos, int(seed), 0, threads
+        self.mean, self.std = tuple(mean), tuple(std)
         self.train_cfg = TrainTransformConfig(img_size=self.img_size, scale=tuple(scale), flip=flip,
-                                              short_side=short_side, rand_augment=rand_augment)
+                                              short_side=short_side, rand_augment=rand_augment,
+                                              mean=self.mean, std=self.std)
 
     # ------------------------------------------------------------ constructors
     @classmethod
@@ -152,7 +154,7 @@ class VideoDataset(Dataset):
             return clip, label, index
         crops = self.num_crops if self.mode == "test" else 1
         views = multi_view(frames, [[pos[i] for i in c] for c in clips], self.img_size,
-                           crops)  # (clips * crops, 3, T, S, S), clip-major
+                           crops, self.mean, self.std)  # (clips * crops, 3, T, S, S), clip-major
         return (views[0] if self.mode == "val" else views), label, index
 
     def __repr__(self) -> str:

@@ -1,7 +1,8 @@
 """Spatial transforms on decoded clips, in plain torch (no torchvision).
 
 Input: uint8 tensor (T, H, W, 3) from `decode.read_frames`.
-Output: float tensor (3, T, S, S), scaled to [0, 1] then normalised with ImageNet mean/std.
+Output: float tensor (3, T, S, S), scaled to [0, 1] then normalised with the backbone's mean/std
+(ImageNet's for VideoMAE; each backbone config carries its own).
 
 As the APT authors' code (wgcban/apt `kinetics.py`, `ssv2.py`, `video_transforms.py`):
 Test: resize the short side to S (skipped when it is S already), the long side to
@@ -40,6 +41,8 @@ class TrainTransformConfig:
     rand_augment: bool = False
     ra_num_ops: int = 2
     ra_magnitude: float = 0.5                       # in [0, 1]
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # the backbone's input normalisation
+    std: tuple[float, float, float] = IMAGENET_STD
 
 
 def to_float(video: torch.Tensor) -> torch.Tensor:
@@ -164,10 +167,10 @@ def rand_augment(x: torch.Tensor, rng: random.Random, num_ops: int = 2,
     return x
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """(T, 3, H, W) in [0, 1] -> normalised (3, T, H, W)."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(1, 3, 1, 1)
+def normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """(T, 3, H, W) in [0, 1] -> normalised (3, T, H, W) with the backbone's mean/std."""
+    mean = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return ((x - mean) / std).permute(1, 0, 2, 3).contiguous()  # (3, T, H, W)
 
 
@@ -183,17 +186,18 @@ def train_transform(video: torch.Tensor, cfg: TrainTransformConfig, rng: random.
         x = x.flip(-1)
     if cfg.rand_augment:
         x = rand_augment(x, rng, cfg.ra_num_ops, cfg.ra_magnitude)
-    return normalize(x)
+    return normalize(x, cfg.mean, cfg.std)
 
 
-def test_views(video: torch.Tensor, img_size: int, num_crops: int = 3) -> torch.Tensor:
+def test_views(video: torch.Tensor, img_size: int, num_crops: int = 3, mean=IMAGENET_MEAN,
+               std=IMAGENET_STD) -> torch.Tensor:
     """Short side to S, then `num_crops` S x S crops along the long side.
     uint8 (T, H, W, 3) -> float (num_crops, 3, T, S, S)."""
-    return multi_view(video, [list(range(video.shape[0]))], img_size, num_crops)
+    return multi_view(video, [list(range(video.shape[0]))], img_size, num_crops, mean, std)
 
 
 def multi_view(frames: torch.Tensor, clips: list[list[int]], img_size: int,
-               num_crops: int = 3) -> torch.Tensor:
+               num_crops: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """All test views from one set of decoded frames: the frames are resized once (short
     side to S, uint8), then every clip (a list of positions into `frames`) gets `num_crops`
     S x S crops along the long side, the height when h >= w as in the authors' code (see
@@ -203,8 +207,8 @@ def multi_view(frames: torch.Tensor, clips: list[list[int]], img_size: int,
     small = resize_uint8(frames, *short_side_size(frames.shape[1], frames.shape[2], img_size))
     h, w = small.shape[1:3]
     T, S = len(clips[0]), img_size
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
-    scale, shift = 1.0 / (255.0 * std), -torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1) / std
+    std = torch.tensor(std).view(3, 1, 1, 1)
+    scale, shift = 1.0 / (255.0 * std), -torch.tensor(mean).view(3, 1, 1, 1) / std
     out = torch.empty(len(clips) * num_crops, 3, T, S, S)
     offsets = crop_offsets(max(h, w), S, num_crops)
     for c, idx in enumerate(clips):

@@ -12,9 +12,12 @@ def build_dataset(cfg: Config, split: str, mode: str | None = None):
     path = {"train": d.train_list, "val": d.val_list, "test": d.test_list}[split]
     if not path:
         return None
+    from ..models.zoo import get_config
     mode = mode or split
+    backbone = get_config(cfg.model.name)                 # its input normalisation
     kw = dict(root=d.root, mode=mode, num_frames=d.num_frames, sampling_rate=d.sampling_rate, img_size=d.img_size,
-              sampling=d.sampling, skip_bad_videos=d.skip_bad_videos, short_side=d.short_side, seed=cfg.runtime.seed)
+              sampling=d.sampling, skip_bad_videos=d.skip_bad_videos, short_side=d.short_side, seed=cfg.runtime.seed,
+              mean=backbone.mean, std=backbone.std)
     if mode == "train":
         kw.update(flip=d.flip, num_sample=d.num_sample, rand_augment=d.rand_augment)
     elif mode == "test":

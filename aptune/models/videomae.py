@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
 from .backbone import Backbone
 from .layers import Block, PatchEmbed, TokenLayout, sinusoid_table, trunc_normal_init
@@ -43,6 +44,8 @@ class ViTConfig:
     head_dropout: float = 0.0     # dropout before the classification head (VideoMAE's fc_drop_rate)
     init_scale: float = 0.001     # head weights are scaled by this after init (VideoMAE)
     learnable_pos_embed: bool = False
+    mean: tuple[float, float, float] = IMAGENET_MEAN   # input normalisation the backbone was trained with
+    std: tuple[float, float, float] = IMAGENET_STD
 
     family = "videomae"
 
@@ -77,6 +80,7 @@ class ViTConfig:
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"ViTConfig: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+        d = {k: tuple(v) if k in ("mean", "std") else v for k, v in d.items()}   # JSON gives lists
         return cls(**d)
 
 
