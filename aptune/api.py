@@ -1,21 +1,16 @@
-"""The public API: create_model, count_parameters, save_adapter, load_adapter."""
+"""The public API: create_model, count_parameters, print_trainable_parameters (adapter files: adapters.py)."""
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, replace
-from pathlib import Path
+from dataclasses import replace
 
 import torch
 
-from .errors import CheckpointError, ConfigError, MissingFileError
-from .io import atomic_path, write_json
+from .adapters import adapter_state, load_adapter, save_adapter  # noqa: F401  (public API)
+from .errors import CheckpointError, ConfigError
 from .methods import apply_method, make_config
 from .models.backbone import Backbone
-from .models.zoo import build_backbone, config_from_dict, get_config
-
-ADAPTER_FORMAT = "aptune-adapter"
-ADAPTER_VERSION = 2     # 2: records the backbone family (version 1 files are VideoMAE)
+from .models.zoo import build_backbone, get_config
 
 
 def create_model(model="videomae-vit-b", num_classes: int | None = None,
@@ -56,6 +51,7 @@ def create_model(model="videomae-vit-b", num_classes: int | None = None,
     if checkpoint is not None:
         from .models.checkpoints import load_checkpoint
         net.checkpoint_report = load_checkpoint(net, checkpoint, conv=conv)
+        net.checkpoint_path = os.fspath(checkpoint)     # recorded by save_adapter
     return net
 
 
@@ -70,59 +66,3 @@ def print_trainable_parameters(model: torch.nn.Module) -> None:
     c = count_parameters(model)
     print(f"trainable params: {c['trainable']:,} || all params: {c['total']:,} "
           f"|| trainable%: {100 * c['trainable'] / max(c['total'], 1):.4f}")
-
-
-def adapter_state(model: Backbone) -> dict[str, torch.Tensor]:
-    """Exactly what the method trains (its parameters and the head modules), by parameter name."""
-    if model.tuning is None:
-        raise ConfigError("model has no method applied; nothing to save as an adapter")
-    params = dict(model.named_parameters())
-    return {n: params[n].detach().contiguous().cpu() for n in model.tuning.trainable_names}
-
-
-def save_adapter(model: Backbone, directory: str | os.PathLike, class_names: list[str] | None = None,
-                 extra: dict | None = None) -> Path:
-    """Write adapter.safetensors (only what trains) and adapter.json (how to rebuild the model)."""
-    from safetensors.torch import save_file
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = adapter_state(model)
-    with atomic_path(directory / "adapter.safetensors") as tmp:
-        save_file(state, str(tmp))
-    meta = {"format": ADAPTER_FORMAT, "version": ADAPTER_VERSION, "family": model.family,
-            "backbone": model.config.to_dict(), "method": model.tuning.name,
-            "method_config": asdict(model.tuning.config),
-            "class_names": class_names if class_names is not None else getattr(model, "class_names", None),
-            **(extra or {})}
-    write_json(directory / "adapter.json", meta)
-    return directory
-
-
-def load_adapter(directory: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Backbone:
-    """Rebuild the model saved by save_adapter: backbone from `checkpoint`, then the adapter on top."""
-    from safetensors.torch import load_file
-    directory = Path(directory)
-    meta_path, weights_path = directory / "adapter.json", directory / "adapter.safetensors"
-    for p in (meta_path, weights_path):
-        if not p.exists():
-            raise MissingFileError(f"{p} not found: not an aptune adapter folder")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != ADAPTER_FORMAT:
-        raise CheckpointError(f"{meta_path}: field 'format' is {meta.get('format')!r}, expected {ADAPTER_FORMAT!r}")
-    config = config_from_dict(meta.get("family", "videomae"), meta["backbone"])
-    model = create_model(config, checkpoint=checkpoint, method=meta["method"], **meta["method_config"])
-    state = load_file(str(weights_path))
-    expected = set(model.tuning.trainable_names)
-    if set(state) != expected:
-        raise CheckpointError(f"{weights_path}: tensors do not match method {meta['method']!r}: missing "
-                              f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}")
-    params = dict(model.named_parameters())
-    for n, t in state.items():
-        if params[n].shape != t.shape:
-            raise CheckpointError(f"{weights_path}: {n} has shape {tuple(t.shape)}, model expects "
-                                  f"{tuple(params[n].shape)}")
-    with torch.no_grad():
-        for n, t in state.items():
-            params[n].copy_(t)
-    model.class_names = meta.get("class_names")
-    return model

@@ -146,8 +146,10 @@ class Config:
         return cfg
 
     # ---- validation ------------------------------------------------------------------------
-    def validate(self, world_size: int = 1, need_train: bool = True, check_files: bool = True) -> None:
-        """Fail before any work on settings that cannot run, naming the field."""
+    def validate(self, world_size: int = 1, need_train: bool = True, check_files: bool = True,
+                 lists: tuple[str, ...] = ("val", "test")) -> None:
+        """Fail before any work on settings that cannot run, naming the field. `lists`: the list files
+        besides train that must exist when set (eval of the test split needs no val list)."""
         from .methods import get_method, list_methods, make_config
         from .models.zoo import get_config, list_models
 
@@ -215,7 +217,7 @@ class Config:
             bad("runtime.cache_views", f"must be >= 1, got {r.cache_views}")
         if self.output.keep_last < 1:
             bad("output.keep_last", f"must be >= 1, got {self.output.keep_last}")
-        lists = [("data.val_list", d.val_list), ("data.test_list", d.test_list)]
+        lists = [(f"data.{s}_list", getattr(d, f"{s}_list")) for s in lists]
         if need_train:
             if not d.train_list:
                 bad("data.train_list", "is required for training")
@@ -228,6 +230,38 @@ class Config:
 
 
 SECTIONS = ["data", "model", "method", "optim", "eval", "output", "runtime"]
+
+# what a resumed run may not change: the model and method, the clip shape, and what decides the data
+# position and the optimizer state; everything else may change, and the change is logged
+FIXED_ON_RESUME = ("model.", "method.", "data.num_frames", "data.img_size", "data.sampling", "data.sampling_rate",
+                   "data.num_sample", "data.train_list", "data.root", "optim.optimizer", "optim.batch_size",
+                   "optim.accum_steps", "optim.total_batch", "runtime.seed", "runtime.cache_features",
+                   "runtime.cache_views")
+
+
+def _flat(cfg: "Config") -> dict:
+    d = cfg.to_dict()
+    out = {}
+    for sec, fields in d.items():
+        for k, v in fields.items():
+            out[f"{sec}.{k}"] = v
+    return out
+
+
+def resume_changes(stored: "Config", requested: "Config") -> tuple[list[str], list[tuple[str, object, object]]]:
+    """(refused, changed): the fields a resume may not change (FIXED_ON_RESUME) that differ, as
+    'field: stored -> requested', and the other differing fields as (field, stored, requested)."""
+    a, b = _flat(stored), _flat(requested)
+    refused, changed = [], []
+    for key in sorted(set(a) | set(b)):
+        old, new = a.get(key), b.get(key)
+        if old == new:
+            continue
+        if key.startswith(FIXED_ON_RESUME):
+            refused.append(f"{key}: {old!r} -> {new!r}")
+        else:
+            changed.append((key, old, new))
+    return refused, changed
 
 
 def _check_keys(d: dict, known: list[str], source: str, prefix: str) -> None:

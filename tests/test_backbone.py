@@ -115,10 +115,9 @@ def test_a_toy_method_defined_in_a_test_trains_through_the_engine(tmp_path, time
     assert blk.bias.abs().sum() > 0                                    # it trained
     assert any(n.startswith("blocks.0.pre_attn.bias") for n in model.tuning.trainable_names)
     assert out["test"]["video_top1"] > 100 / 3 + 10                     # learns the 3 prototypes
-    loaded = aptune.load_adapter(out["adapter_dir"])                   # the random backbone is seeded by cfg
+    loaded = aptune.load_adapter(out["adapter_dir"], allow_random_backbone=True)   # the recorded seeded init
     assert loaded.tuning.name == "time_bias"
     with torch.no_grad():
         x = video()
-        assert loaded.blocks[1].pre_attn.bias.shape == (2, 64)
         assert torch.equal(loaded.blocks[1].pre_attn.bias, model.blocks[1].pre_attn.bias)
-        assert loaded.eval()(x).shape == model.eval()(x).shape
+        torch.testing.assert_close(loaded.eval()(x), model.eval()(x))

@@ -104,9 +104,13 @@ def test_train_run_learns_and_writes_run_folder(tmp_path):
               "eval/metrics.json", "eval/confusion.png"):
         assert (run / f).exists(), f
     assert out["test"]["num_videos"] == 5 and out["test"]["num_views"] == 10
-    # the saved adapter rebuilds the trained model
+    # the saved adapter rebuilds the trained model: trained on a random init (no model.checkpoint), it says
+    # so and rebuilds that init from the recorded seed only when asked
     from aptune import load_adapter
-    m2 = load_adapter(run / "adapter")
+    with pytest.raises(FileNotFoundError, match=r"random backbone \(seed 0\).*allow_random_backbone"):
+        load_adapter(run / "adapter")
+    torch.randn(3)                                  # the rebuild does not depend on the global RNG
+    m2 = load_adapter(run / "adapter", allow_random_backbone=True)
     x = torch.randn(2, 3, 4, 32, 32)
     model = out["model"].eval()
     torch.testing.assert_close(m2.eval()(x), model(x))

@@ -89,7 +89,9 @@ def test_train_eval_predict_plot(tmp_path, capsys):
     from aptune import load_adapter
     from aptune.data.datasets import VideoDataset
     model = load_adapter(run / "adapter", checkpoint=backbone).eval()
-    views = VideoDataset([(str(video), 0)], mode="test", num_frames=4, sampling_rate=4, img_size=32,
+    clip = json.loads((run / "adapter" / "adapter.json").read_text())["clip"]    # predict uses the trained clip
+    assert clip["sampling_rate"] == 2 and clip["num_frames"] == 4 and clip["img_size"] == 32
+    views = VideoDataset([(str(video), 0)], mode="test", num_frames=4, sampling_rate=2, img_size=32,
                          num_clips=2, num_crops=3)[0][0]
     with torch.no_grad():
         probs = model(views).softmax(1).mean(0)

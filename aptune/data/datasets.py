@@ -33,7 +33,7 @@ from torch.utils.data import Dataset, default_collate
 from ..errors import ConfigError, DataError, MissingFileError
 from . import sampling
 from .decode import BadVideoError, read_sampled
-from .prepare import read_class_names, read_list_file, scan_folder
+from .prepare import read_class_names, read_list_lines, scan_folder
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransformConfig, multi_view, train_transform
 
 log = logging.getLogger(__name__)
@@ -64,11 +64,14 @@ class VideoDataset(Dataset):
             list_file = Path(entries_or_list_file)
             if not list_file.is_file():
                 raise MissingFileError(f"list file {list_file} not found")
-            self.entries = read_list_file(list_file)
+            lines = read_list_lines(list_file)
+            self.entries = [(rel, y) for rel, y, _ in lines]
+            self.where = [f"{list_file}:{n}" for _, _, n in lines]
             if class_names is None and (list_file.parent / "classes.txt").is_file():
                 class_names = read_class_names(list_file.parent / "classes.txt")
         else:
             self.entries = [(str(p), int(y)) for p, y in entries_or_list_file]
+            self.where = [f"entry {i}" for i in range(len(self.entries))]
         if not self.entries:
             raise DataError("VideoDataset: no entries")
         self.class_names = list(class_names) if class_names is not None else None
@@ -94,6 +97,26 @@ class VideoDataset(Dataset):
         return cls(entries, root=root, class_names=names, **kwargs)
 
     # ------------------------------------------------------------ protocol
+    def check_labels(self, num_classes: int) -> None:
+        """DataError naming the list file and line of the first label outside 0..num_classes-1 (the
+        model's classes), before any work is done with a label the head cannot have."""
+        for (_, y), where in zip(self.entries, self.where):
+            if not 0 <= y < num_classes:
+                raise DataError(f"{where}: label {y}, but the model has {num_classes} classes (0..{num_classes - 1}); "
+                                "set model.num_classes or fix the list (classes.txt beside it names the classes)")
+
+    def missing_files(self) -> list[str]:
+        """'<list>:<line>: <path> (missing | empty)' for every listed video that is not there or has
+        0 bytes: a cheap check (no decoding) before any work."""
+        out = []
+        for i, where in enumerate(self.where):
+            p = self.path(i)
+            if not os.path.isfile(p):
+                out.append(f"{where}: {p} (missing)")
+            elif os.path.getsize(p) == 0:
+                out.append(f"{where}: {p} (empty, 0 bytes)")
+        return out
+
     def __len__(self) -> int:
         return len(self.entries)
 

@@ -33,6 +33,11 @@ class Prepared:
 # ------------------------------------------------------------------ list files
 def read_list_file(path) -> list[Entry]:
     """Parse a VideoMAE list file. Paths may contain spaces: the label is the last field."""
+    return [(p, label) for p, label, _ in read_list_lines(path)]
+
+
+def read_list_lines(path) -> list[tuple[str, int, int]]:
+    """read_list_file, keeping each entry's line number: [(relative_path, label, line)]."""
     entries = []
     with open(path) as f:
         for n, line in enumerate(f, 1):
@@ -45,7 +50,7 @@ def read_list_file(path) -> list[Entry]:
             label = int(parts[1])
             if label < 0:
                 raise DataError(f"{path}:{n}: negative label {label}")
-            entries.append((parts[0], label))
+            entries.append((parts[0], label, n))
     return entries
 
 

@@ -3,10 +3,29 @@ from __future__ import annotations
 
 from ..config import Config
 
+CLIP_FIELDS = ("num_frames", "img_size", "sampling", "sampling_rate")
 
-def build_dataset(cfg: Config, split: str, mode: str | None = None):
+
+def use_adapter_clip(cfg: Config, clip: dict | None, explicit: set[str]) -> list[str]:
+    """Set cfg.data's clip shape to the one an adapter was trained with, except fields given explicitly
+    (dotted overrides, e.g. data.num_frames=16); returns a warning for each explicit one that differs."""
+    warnings = []
+    for k in CLIP_FIELDS:
+        want = (clip or {}).get(k)
+        if want is None:
+            continue
+        if f"data.{k}" in explicit:
+            if getattr(cfg.data, k) != want:
+                warnings.append(f"data.{k} is {getattr(cfg.data, k)}, the adapter was trained at {want}")
+        else:
+            setattr(cfg.data, k, want)
+    return warnings
+
+
+def build_dataset(cfg: Config, split: str, mode: str | None = None, norm: dict | None = None):
     """The VideoDataset of `split` ("train", "val", "test"): its list file read in `mode` (default:
-    the split's own; "test" gives the multi-view protocol), or None when the list is not set."""
+    the split's own; "test" gives the multi-view protocol), or None when the list is not set.
+    `norm`: {"mean", "std"} to use instead of the zoo backbone's (e.g. an adapter's record)."""
     from ..data.datasets import VideoDataset
     d = cfg.data
     path = {"train": d.train_list, "val": d.val_list, "test": d.test_list}[split]
@@ -17,7 +36,7 @@ def build_dataset(cfg: Config, split: str, mode: str | None = None):
     backbone = get_config(cfg.model.name)                 # its input normalisation
     kw = dict(root=d.root, mode=mode, num_frames=d.num_frames, sampling_rate=d.sampling_rate, img_size=d.img_size,
               sampling=d.sampling, skip_bad_videos=d.skip_bad_videos, short_side=d.short_side, seed=cfg.runtime.seed,
-              mean=backbone.mean, std=backbone.std)
+              mean=tuple((norm or {}).get("mean") or backbone.mean), std=tuple((norm or {}).get("std") or backbone.std))
     if mode == "train":
         kw.update(flip=d.flip, num_sample=d.num_sample, rand_augment=d.rand_augment)
     elif mode == "test":

@@ -142,7 +142,7 @@ def run_test_protocol(model, dataset, rt: Runtime, out_dir: str | os.PathLike, b
                       class_names=None) -> dict:
     """Multi-view evaluation; rank 0 writes out_dir/metrics.json and out_dir/confusion.png."""
     logits, labels, skipped = collect_view_logits(model, dataset, rt, batch_size)
-    num_classes = getattr(dataset, "num_classes", None) or next(iter(logits.values())).shape[1]
+    num_classes = next(iter(logits.values())).shape[1]      # the model's classes, not the labels present
     m = video_level_metrics(logits, labels, num_classes)
     m["skipped_videos"] = skipped
     if class_names:

@@ -6,6 +6,7 @@ import math
 import os
 from pathlib import Path
 
+from ..console import warn
 from ..errors import MissingFileError
 
 
@@ -29,6 +30,13 @@ class MetricsLogger:
             return
         keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
         self.path.write_text("".join(ln + "\n" for ln in keep))
+
+    def start_afresh(self) -> None:
+        """A fresh run: an old metrics.jsonl (a run that died before its first checkpoint) is replaced."""
+        if self.enabled and self.path.exists() and self.path.stat().st_size:
+            n = len([ln for ln in self.path.read_text().splitlines() if ln.strip()])
+            warn(f"{self.path}: starting afresh, its {n} earlier record(s) are replaced")
+            self.path.write_text("")
 
     def log(self, kind: str, step: int, **values) -> None:
         if not self.enabled:

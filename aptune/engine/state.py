@@ -1,7 +1,7 @@
 """Checkpoints and resume.
 
 A checkpoint (`checkpoints/step_XXXXXXXX.pt`) holds:
-  model      - only what trains (`aptune.api.adapter_state`), or the full state for a method that
+  model      - only what trains (`aptune.adapters.adapter_state`), or the full state for a method that
                trains the whole model (`full_state`, full fine-tuning)
   optimizer, scaler (fp16), rng (torch/numpy/python/cuda states of *every* rank, by rank),
   epoch and step_in_epoch (the data position: the next batch to consume), global_step,
@@ -32,7 +32,7 @@ def _adapter_only(model) -> bool:
 
 
 def model_state(model) -> dict[str, torch.Tensor]:
-    from ..api import adapter_state
+    from ..adapters import adapter_state
     if _adapter_only(model):
         return adapter_state(model)
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from torch.utils.data import Sampler
 from tqdm import tqdm
 
+from ..adapters import backbone_record, clip_record, save_adapter
 from ..config import Config
-from ..errors import ConfigError, DataError, MissingFileError
+from ..console import warn
+from ..errors import CheckpointError, ConfigError, DataError, MissingFileError
 from . import distributed as D
 from .build import build_datasets, build_model
 from .evaluate import evaluate_clips, run_test_protocol, summary
@@ -33,6 +35,7 @@ from .optim import build_optimizer, lr_at, scaled_lr, set_lr
 from .runtime import Runtime
 from .state import (
     latest_checkpoint,
+    list_checkpoints,
     load_model_state,
     model_state,
     prune_checkpoints,
@@ -122,29 +125,63 @@ class Trainer:
 
     # ---- setup ---------------------------------------------------------------------------------
     def setup(self):
-        """Run folder, data, model, optimizer and schedule; returns the checkpoint to resume from."""
+        """Data, run folder, model, optimizer and schedule; returns the checkpoint to resume from.
+        Everything that can be refused (a config a resume may not change, labels, missing files) is
+        checked before the run folder is written."""
         found = self._find_checkpoint()
+        changes = self._check_resume_config(found[1]) if found is not None else []
+        self._setup_data()
         if self.rt.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._clean_stale_temp_files()
             self.cfg.save(self.run_dir / "config.yaml")
         D.barrier()
-        self._setup_data()
         self._setup_model()
         self._setup_optimizer()
         self.logger = MetricsLogger(self.run_dir, self.rt.is_main, self.cfg.output.tensorboard)
+        if found is None:
+            self.logger.start_afresh()
+        for key, old, new in changes:
+            self.logger.log("config_change", found[1]["global_step"], field=key, old=old, new=new)
         if self.cfg.runtime.cache_features and found is None:
             self.logger.log("features", 0, seconds=self.feature_s, videos=len(self.fit_set),
                             views=self.cfg.runtime.cache_views)
         return found
 
     def _find_checkpoint(self):
-        found = latest_checkpoint(self.ckpt_dir) if self.resume_mode else None
+        snapshots = list_checkpoints(self.ckpt_dir)
+        if not self.resume_mode:
+            if snapshots:
+                raise ConfigError(f"output.dir: {self.run_dir} already holds checkpoints; pass --resume (or "
+                                  "resume=auto) or choose another output.dir")
+            return None
+        found = latest_checkpoint(self.ckpt_dir)
+        if found is None and snapshots:     # never restart silently over a run whose snapshots are all bad
+            raise CheckpointError(f"resume: none of the {len(snapshots)} snapshot(s) in {self.ckpt_dir} can be read "
+                                  f"({', '.join(p.name for p in snapshots[-3:])}); move them away to start afresh")
         if self.resume_mode is True and found is None:
             raise MissingFileError(f"--resume: no loadable checkpoint in {self.ckpt_dir}")
-        if not self.resume_mode and any(self.ckpt_dir.glob("step_*.pt")):
-            raise ConfigError(f"output.dir: {self.run_dir} already holds checkpoints; pass --resume (or "
-                              "resume=auto) or choose another output.dir")
         return found
+
+    def _check_resume_config(self, payload: dict) -> list:
+        """Refuse what a resume may not change (model, method, clip shape, batch geometry) by name;
+        return the other changes, which apply and are logged."""
+        from ..config import Config, resume_changes
+        stored = Config.from_dict(payload["config"], source=f"{self.run_dir}/checkpoints")
+        refused, changed = resume_changes(stored, self.cfg)
+        if refused:
+            own = self.run_dir / "config.yaml"
+            raise ConfigError(f"resume: {self.run_dir} was trained with other settings that a resume cannot change: "
+                              f"{'; '.join(refused)}. Resume with the run's own config ({own}), or start a new run "
+                              "in another output.dir")
+        if changed and self.rt.is_main:
+            print("aptune: resume changes " + "; ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in changed))
+        return changed
+
+    def _clean_stale_temp_files(self) -> None:
+        """Half-written snapshots of a killed run (atomic writes leave `.step_*.pt.*.tmp`)."""
+        for p in self.ckpt_dir.glob(".step_*.tmp"):
+            p.unlink(missing_ok=True)
 
     def _setup_data(self) -> None:
         ds = self.given if self.given is not None else build_datasets(self.cfg)
@@ -155,14 +192,38 @@ class Trainer:
         self.num_classes = self.cfg.model.num_classes or getattr(self.train_set, "num_classes", None)
         if not self.num_classes:
             raise ConfigError("model.num_classes: not set and the training data does not report num_classes")
+        self._check_data()
+
+    def _check_data(self) -> None:
+        """Before any work: every label fits the model's classes (naming file and line), and every
+        listed video is there and not empty (cheap; decoding problems surface while training)."""
+        sets = [s for s in (self.train_set, self.val_set, self.test_set) if s is not None]
+        for s in sets:
+            if hasattr(s, "check_labels"):
+                s.check_labels(self.num_classes)
+        bad = [line for s in sets if hasattr(s, "missing_files") for line in s.missing_files()]
+        if not bad:
+            return
+        shown = "; ".join(bad[:5]) + (f"; ... ({len(bad)} in all)" if len(bad) > 5 else "")
+        if not self.cfg.data.skip_bad_videos:
+            raise DataError(f"{len(bad)} listed video(s) missing or empty: {shown}. Fix the lists, or set "
+                            "data.skip_bad_videos=true to skip bad videos; `aptune check-videos LIST` finds every "
+                            "unreadable one")
+        if self.rt.is_main:
+            warn(f"{len(bad)} listed video(s) missing or empty, skipped (data.skip_bad_videos): {shown}")
 
     def _setup_model(self) -> None:
         cfg, rt, r = self.cfg, self.rt, self.cfg.runtime
         if cfg.model.checkpoint is None and rt.is_main:
-            print("aptune: warning: model.checkpoint is not set: the backbone is randomly initialised "
-                  f"(seed {r.seed}); its adapter is only meaningful on this same random backbone")
+            warn(f"model.checkpoint is not set: the backbone is randomly initialised (seed {r.seed}); its adapter "
+                 "is only meaningful on this same random backbone (load it with allow_random_backbone=True)")
         torch.manual_seed(r.seed)                       # same initial weights on every rank
         self.model = build_model(cfg, self.num_classes).to(rt.device)
+        d = cfg.data
+        self.clip = clip_record(self.model, d.sampling, d.sampling_rate, d.num_frames, d.img_size)
+        if not self.model.tuning.method.full_state:     # what the adapter needs under it, hashed once
+            seed = None if cfg.model.checkpoint else r.seed
+            self.model.backbone_record = backbone_record(self.model, cfg.model.checkpoint, seed)
         self.model.grad_checkpointing = r.grad_checkpointing
         self.eval_bs = cfg.eval.batch_size or cfg.optim.batch_size
         self.net, self.fit_set, self.val_fit = self.model, self.train_set, self.val_set
@@ -315,8 +376,7 @@ class Trainer:
 
     def save_best(self) -> None:
         if self.rt.is_main:
-            from ..api import save_adapter
-            save_adapter(self.model, self.run_dir / "best", class_names=self.class_names,
+            save_adapter(self.model, self.run_dir / "best", class_names=self.class_names, clip=self.clip,
                          extra={"best_val_top1": self.best})
 
     def save_checkpoint(self, epoch: int, step_in_epoch: int) -> None:
@@ -333,10 +393,9 @@ class Trainer:
     # ---- finish --------------------------------------------------------------------------------
     def finish(self) -> dict:
         """The final adapter, the multi-view test, and the run's summary."""
-        from ..api import save_adapter
         adapter_dir = self.run_dir / "adapter"
         if self.rt.is_main:
-            save_adapter(self.model, adapter_dir, class_names=self.class_names,
+            save_adapter(self.model, adapter_dir, class_names=self.class_names, clip=self.clip,
                          extra={"global_step": self.global_step, "val": self.val_metrics or None})
             if self.val_fit is None:
                 self.save_best()

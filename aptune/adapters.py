@@ -1,0 +1,217 @@
+"""Adapter folders: `adapter.safetensors` (only what trains) + `adapter.json` (how to rebuild it).
+
+adapter.json records what the adapter needs to mean anything:
+  family, backbone        the backbone family and its config
+  method, method_config   the tuning method and its options
+  backbone_weights        the weights it was trained on: `path` as given and `resolved` (absolute),
+                          `size` in bytes, `fingerprint` (sha256 over the frozen tensors as loaded, so the
+                          same weights in another file format match) and, for a backbone that was a
+                          seeded random init, `random_seed`
+  clip                    how its clips looked: num_frames, img_size, sampling, sampling_rate, mean, std
+  class_names             label names (or null)
+A method that trains the whole model (`full_state`) needs no backbone: every weight is in the file.
+
+`load_adapter` uses the checkpoint it is given, else the recorded one if the file is there; it refuses
+to build on a random backbone unless asked (`allow_random_backbone=True`, a warning), and refuses
+weights whose fingerprint differs from the recorded one unless asked (`allow_other_backbone=True`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .console import warn
+from .errors import CheckpointError, MissingFileError
+from .io import atomic_path, write_json
+
+ADAPTER_FORMAT = "aptune-adapter"
+ADAPTER_VERSION = 2     # 2: family, backbone_weights, clip (version 1 files are VideoMAE, without them)
+META, WEIGHTS = "adapter.json", "adapter.safetensors"
+
+
+def adapter_state(model) -> dict[str, torch.Tensor]:
+    """Exactly what the method trains (its parameters and the head modules), by parameter name."""
+    from .errors import ConfigError
+    if model.tuning is None:
+        raise ConfigError("model has no method applied; nothing to save as an adapter")
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().contiguous().cpu() for n in model.tuning.trainable_names}
+
+
+def backbone_fingerprint(model) -> str:
+    """sha256 over the frozen tensors (name, shape, float32 bytes), sorted by name: the same weights
+    give the same fingerprint whatever file format they came from."""
+    trainable = set(model.tuning.trainable_names) if model.tuning is not None else set()
+    h = hashlib.sha256()
+    state = model.state_dict()
+    for name in sorted(state):
+        if name in trainable:
+            continue
+        t = state[name].detach().to("cpu", torch.float32).contiguous()
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def backbone_record(model, path=None, random_seed: int | None = None) -> dict:
+    """The `backbone_weights` entry for `model` loaded from `path` (None: a random init with `random_seed`)."""
+    rec = {"path": None if path is None else os.fspath(path), "resolved": None, "size": None,
+           "fingerprint": backbone_fingerprint(model), "random_seed": random_seed}
+    if path is not None:
+        p = Path(path)
+        rec["resolved"] = str(p.resolve())
+        rec["size"] = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+    return rec
+
+
+def clip_record(model, sampling: str | None = None, sampling_rate: int | None = None, num_frames=None,
+                img_size=None) -> dict:
+    """The `clip` entry: the clip shape and normalisation the adapter was trained with."""
+    c = model.config
+    return {"num_frames": num_frames or c.num_frames, "img_size": img_size or c.img_size, "sampling": sampling,
+            "sampling_rate": sampling_rate, "mean": list(c.mean), "std": list(c.std)}
+
+
+def save_adapter(model, directory: str | os.PathLike, class_names: list[str] | None = None,
+                 extra: dict | None = None, backbone: dict | None = None, clip: dict | None = None) -> Path:
+    """Write adapter.safetensors (only what trains) and adapter.json (how to rebuild the model).
+    `backbone`: its `backbone_record` (default: `model.backbone_record`, set when training or loading);
+    `clip`: its `clip_record` (default: the model's configured clip)."""
+    from safetensors.torch import save_file
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = adapter_state(model)
+    with atomic_path(directory / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())             # safetensors creates the file 0600
+    full = model.tuning.method.full_state
+    if full:
+        record = None
+    else:
+        record = backbone or getattr(model, "backbone_record", None) or backbone_record(
+            model, getattr(model, "checkpoint_path", None), getattr(model, "random_seed", None))
+    meta = {"format": ADAPTER_FORMAT, "version": ADAPTER_VERSION, "family": model.family,
+            "backbone": model.config.to_dict(), "method": model.tuning.name,
+            "method_config": asdict(model.tuning.config), "backbone_weights": record,
+            "clip": clip or clip_record(model),
+            "class_names": class_names if class_names is not None else getattr(model, "class_names", None),
+            **(extra or {})}
+    write_json(directory / META, meta)
+    return directory
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def read_adapter_meta(directory: str | os.PathLike) -> dict:
+    """adapter.json of an adapter folder, checked; errors name the file."""
+    directory = Path(directory)
+    meta_path, weights_path = directory / META, directory / WEIGHTS
+    for p in (meta_path, weights_path):
+        if not p.exists():
+            raise MissingFileError(f"{p} not found: not an aptune adapter folder")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{meta_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != ADAPTER_FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{meta_path}: field 'format' is {got!r}, expected {ADAPTER_FORMAT!r}")
+    for key in ("backbone", "method", "method_config"):
+        if key not in meta:
+            raise CheckpointError(f"{meta_path}: field {key!r} is missing")
+    return meta
+
+
+def recorded_backbone(meta: dict) -> str | None:
+    """The recorded backbone file if it is there (as given, else its absolute path), else None."""
+    rec = meta.get("backbone_weights") or {}
+    for p in (rec.get("path"), rec.get("resolved")):
+        if p and os.path.exists(p):
+            return p
+    return None
+
+
+def _read_weights(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def load_adapter(directory: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                 allow_random_backbone: bool = False, allow_other_backbone: bool = False):
+    """Rebuild the model saved by save_adapter: the backbone from `checkpoint` (default: the one the
+    adapter records, if the file is there), then the adapter on top. See the module docstring."""
+    from .api import create_model
+    from .methods import get_method
+    from .models.zoo import config_from_dict
+    directory = Path(directory)
+    meta = read_adapter_meta(directory)
+    config = config_from_dict(meta.get("family", "videomae"), meta["backbone"])
+    full = get_method(meta["method"]).full_state
+    rec = meta.get("backbone_weights") or {}
+    seed = None
+    if checkpoint is None and not full:
+        checkpoint = recorded_backbone(meta)
+        if checkpoint is None:
+            seed = rec.get("random_seed") if rec.get("path") is None else None
+            if not allow_random_backbone:
+                raise MissingFileError(_no_backbone_message(directory, rec))
+            warn(f"{directory}: building on a random backbone"
+                 + (f" (the recorded seed {seed}, as in training)" if seed is not None else
+                    f": the recorded backbone {rec.get('path')!r} is not there, so predictions are meaningless"))
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = create_model(config, checkpoint=checkpoint, method=meta["method"], **meta["method_config"])
+    _fill(model, directory / WEIGHTS, meta["method"])
+    if not full and rec.get("fingerprint") and (checkpoint is not None or seed is not None):
+        got = backbone_fingerprint(model)
+        if got != rec["fingerprint"] and not allow_other_backbone:
+            raise CheckpointError(f"{directory}: the backbone {checkpoint or f'random seed {seed}'} is not the one "
+                                  f"this adapter was trained on ({rec.get('path') or 'a random init'}): fingerprint "
+                                  f"{got[:19]} vs recorded {rec['fingerprint'][:19]}; pass the right checkpoint, or "
+                                  "allow_other_backbone=True (--allow-other-backbone) to use it anyway")
+    model.class_names = meta.get("class_names")
+    model.adapter_meta = meta
+    model.backbone_record = rec or None
+    return model
+
+
+def _no_backbone_message(directory: Path, rec: dict) -> str:
+    if rec.get("path"):
+        return (f"{directory}: trained on the backbone {rec['path']!r} ({rec.get('resolved')}), which is not there; "
+                "pass checkpoint= (--checkpoint) with that file, or allow_random_backbone=True (--random-backbone) "
+                "to run on a random init")
+    if rec.get("random_seed") is not None:
+        return (f"{directory}: trained on a random backbone (seed {rec['random_seed']}); pass "
+                "allow_random_backbone=True (--random-backbone) to rebuild that random init")
+    return (f"{directory}: the adapter does not record its backbone; pass checkpoint= (--checkpoint) with the "
+            "weights it was trained on, or allow_random_backbone=True (--random-backbone)")
+
+
+def _fill(model, weights_path: Path, method: str) -> None:
+    state = _read_weights(weights_path)
+    expected = set(model.tuning.trainable_names)
+    if set(state) != expected:
+        raise CheckpointError(f"{weights_path}: tensors do not match method {method!r}: missing "
+                              f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}")
+    params = dict(model.named_parameters())
+    for n, t in state.items():
+        if params[n].shape != t.shape:
+            raise CheckpointError(f"{weights_path}: {n} has shape {tuple(t.shape)}, model expects "
+                                  f"{tuple(params[n].shape)}")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t)
