@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from ..errors import MissingFileError
@@ -53,8 +52,7 @@ def clip_shape(args: argparse.Namespace) -> tuple[dict, str | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from ..console import progress
     from ..data.decode import check_video
     from ..data.prepare import read_list_file
     from ..data.sampling import min_frames
@@ -65,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
     entries = read_list_file(args.list)
     need = min_frames(shape["num_frames"], shape["sampling_rate"], shape["sampling"])
     bad = {k: [] for k in PROBLEMS}
-    for rel, _ in tqdm(entries, desc="check-videos", unit="video", disable=args.no_progress,
-                       file=sys.stderr):
+    for rel, _ in progress(entries, desc="check-videos", unit="video", show=not args.no_progress):
         path = str(Path(root) / rel) if root else rel
         problem, detail = check_video(path, need)
         if problem:

@@ -85,6 +85,10 @@ class VideoDataset(Dataset):
         self.num_clips, self.num_crops, self.num_sample = int(num_clips), int(num_crops), int(num_sample)
         self.skip_bad_videos, self.seed, self.epoch, self.threads = skip_bad_videos, int(seed), 0, threads
         self.mean, self.std = tuple(mean), tuple(std)
+        self._memory = None                       # decoded videos, after preload()
+        # items whose video is shorter than min_frames (padded); in shared memory, so DataLoader
+        # workers' flags reach the main process
+        self.padded = torch.zeros(len(self.entries), dtype=torch.bool).share_memory_()
         self.train_cfg = TrainTransformConfig(img_size=self.img_size, scale=tuple(scale), flip=flip,
                                               short_side=short_side, rand_augment=rand_augment,
                                               mean=self.mean, std=self.std)
@@ -152,6 +156,38 @@ class VideoDataset(Dataset):
             return sampling.dense_test(video_frames, T, r, self.num_clips)
         return sampling.segment_test(video_frames, T, self.num_clips)
 
+    def _read(self, index: int, path: str, choose):
+        """Decode the frames `choose(num_frames)` asks for (from memory when preloaded); flag the item
+        as padded when the video is shorter than `min_frames`."""
+        if self._memory is not None:
+            video = self._memory[index]                                  # (N, H, W, 3) uint8
+            if isinstance(video, BadVideoError):
+                raise video
+            wanted = [int(i) for i in choose(video.shape[0])]
+            frames, n = video[wanted], video.shape[0]
+        else:
+            n_box = []
+            frames, wanted = read_sampled(path, lambda n: n_box.append(n) or choose(n), self.threads)
+            n = n_box[0]
+        if n < self.min_frames:
+            self.padded[index] = True
+        return frames, wanted
+
+    def preload(self, progress: bool = True) -> "VideoDataset":
+        """Decode every video once into memory (uint8); items then sample from memory, for small
+        clips that many epochs reuse (the demo, pre-training). A bad video raises when its item is
+        read (or is skipped, with skip_bad_videos), as when decoding from the file."""
+        from ..console import progress as bar
+        from .decode import decode_all
+        memory = []
+        for i in bar(range(len(self)), desc="decode", unit="video", show=progress):
+            try:
+                memory.append(decode_all(self.path(i), threads=0))
+            except BadVideoError as e:
+                memory.append(e)
+        self._memory = memory
+        return self
+
     def __getitem__(self, index: int):
         label = self.entries[index][1]
         path = self.path(index)
@@ -162,7 +198,7 @@ class VideoDataset(Dataset):
             return sorted({i for c in clips for i in c})
 
         try:
-            frames, unique = read_sampled(path, choose, self.threads)  # (U, H, W, 3) uint8
+            frames, unique = self._read(index, path, choose)  # (U, H, W, 3) uint8
         except BadVideoError as e:
             if self.skip_bad_videos:
                 log.warning("skipping item %d: %s", index, e)

@@ -291,8 +291,8 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
 
 
 def _progress(total: int, desc: str, show: bool):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="clip", disable=not show, dynamic_ncols=True)
+    from ..console import progress
+    return progress(total=total, desc=desc, unit="clip", show=show)
 
 
 def generate_dataset(out: str | os.PathLike, num_train: int = 400, num_val: int = 100, num_test: int = 100,

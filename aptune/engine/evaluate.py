@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from ..console import progress
 from ..errors import DataError
 from . import distributed as D
 from .runtime import Runtime
@@ -70,7 +70,8 @@ def evaluate_clips(model, dataset, rt: Runtime, batch_size: int = 8, desc: str =
     was_training = model.training
     model.eval()
     sums = torch.zeros(5, dtype=torch.float64)   # correct1, correct5, loss_sum, count, skipped
-    for x, y, _, nskip in tqdm(rt.batches(loader), desc=desc, total=len(loader), leave=False, disable=not rt.is_main):
+    for x, y, _, nskip in progress(rt.batches(loader), desc=desc, total=len(loader), leave=False,
+                                    show=rt.is_main):
         sums[4] += nskip
         if x is None:
             continue
@@ -97,7 +98,8 @@ def collect_view_logits(model, dataset, rt: Runtime, batch_size: int = 1) -> tup
     was_training = model.training
     model.eval()
     logits, labels, skipped = {}, {}, 0
-    for x, y, idx, nskip in tqdm(rt.batches(loader), desc="test views", total=len(loader), disable=not rt.is_main):
+    for x, y, idx, nskip in progress(rt.batches(loader), desc="test views", total=len(loader),
+                                        show=rt.is_main):
         skipped += nskip
         if x is None:
             continue

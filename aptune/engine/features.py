@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
+from ..console import progress
 from . import distributed as D
 from .runtime import Runtime
 
@@ -66,8 +66,8 @@ def extract_features(model, dataset, rt: Runtime, views: int = 1, batch_size: in
             dataset.set_epoch(v)
         loader = rt.loader(dataset, batch_size, skip_bad=False)
         mine = {}
-        for x, y, idx, _ in tqdm(rt.batches(loader), desc=f"{desc} (view {v + 1}/{views})", total=len(loader),
-                                 disable=not rt.is_main):
+        for x, y, idx, _ in progress(rt.batches(loader), desc=f"{desc} (view {v + 1}/{views})", total=len(loader),
+                                 show=rt.is_main):
             lead = x.shape[:-4]                                    # (B,) or (B, num_sample)
             with rt.autocast():
                 f = model.forward_pooled(x.flatten(0, len(lead) - 1))  # (B*, C)

@@ -21,11 +21,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Sampler
-from tqdm import tqdm
 
 from ..adapters import backbone_record, clip_record, save_adapter
 from ..config import Config
-from ..console import warn
+from ..console import progress, warn
 from ..errors import CheckpointError, ConfigError, DataError, MissingFileError
 from . import distributed as D
 from .build import build_datasets, build_model
@@ -284,8 +283,8 @@ class Trainer:
         self.epoch_sums = torch.zeros(3, dtype=torch.float64)     # loss_sum, correct, count (all ranks)
         self.skipped_epoch, t_epoch = 0, time.time()
         kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
-        bar = tqdm(range(first, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{o.epochs}", initial=first,
-                   total=self.steps_per_epoch, disable=not self.rt.is_main, dynamic_ncols=True)
+        bar = progress(range(first, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{o.epochs}", initial=first,
+                       total=self.steps_per_epoch, show=self.rt.is_main)
         for step_in_epoch in bar:
             t_step, lr = time.time(), self.lr(self.global_step)
             tot = self.train_step(batches, lr, epoch)
@@ -353,6 +352,9 @@ class Trainer:
         s = self.epoch_sums
         rec = {"epoch": epoch + 1, "lr": self.lr(max(self.global_step - 1, 0)), "epoch_time_s": seconds,
                "skipped_videos": int(D.all_reduce_sum(torch.tensor([self.skipped_epoch])).item())}
+        padded = getattr(self.train_set, "padded", None)      # videos shorter than a clip: padded, counted
+        if padded is not None and not self.cfg.runtime.cache_features:
+            rec["padded_videos"] = int((D.all_reduce_sum(padded.to(torch.int64)) > 0).sum().item())   # union of ranks
         if s[2] > 0:
             rec.update(train_loss=s[0].item() / s[2].item(), train_top1=100 * s[1].item() / s[2].item())
         last = epoch == self.cfg.optim.epochs - 1

@@ -80,12 +80,12 @@ def _row(label: str, net, num_frames, img_size, base_gflops: float | None) -> Pr
 def profile(model: str, specs: list[MethodSpec], num_classes: int, num_frames: int | None = None,
             img_size: int | None = None, progress: bool | None = None) -> list[ProfileRow]:
     """One row for the backbone alone (first), then one per spec, in the given order."""
-    from tqdm import tqdm
+    from ..console import progress as bar
     for s in specs:
         get_method(s.name)                       # unknown names fail before any work
     base = _row(BACKBONE, build(model, None, num_classes, num_frames, img_size), num_frames, img_size, None)
     rows = [base]
-    for s in tqdm(specs, desc="profile", unit="method", disable=None if progress is None else not progress):
+    for s in bar(specs, desc="profile", unit="method", show=progress is not False):
         net = build(model, s, num_classes, num_frames, img_size)
         rows.append(_row(s.label, net, num_frames, img_size, base.gflops))
     return rows
@@ -130,7 +130,7 @@ def sweep(model: str, methods: list[MethodSpec], num_classes: int, prompts=DEFAU
           progress: bool | None = None) -> tuple[float, list[SweepPoint]]:
     """(backbone GFLOPs, points): each method (its other options kept) at each prompt count.
     Every method must have a `num_prompts` option."""
-    from tqdm import tqdm
+    from ..console import progress as bar
     for s in methods:
         known = {f.name for f in dataclasses.fields(get_method(s.name).config)}
         if "num_prompts" not in known:
@@ -138,7 +138,7 @@ def sweep(model: str, methods: list[MethodSpec], num_classes: int, prompts=DEFAU
     base = count_flops(build(model, None, num_classes, num_frames, img_size), num_frames, img_size)
     jobs = [(s, m) for s in methods for m in prompts]
     points = []
-    for s, m in tqdm(jobs, desc="sweep", unit="model", disable=None if progress is None else not progress):
+    for s, m in bar(jobs, desc="sweep", unit="model", show=progress is not False):
         net = build(model, MethodSpec(s.name, {**s.options, "num_prompts": m}), num_classes, num_frames, img_size)
         counts = count_parameters(net)
         g = count_flops(net, num_frames, img_size)
