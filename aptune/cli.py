@@ -16,6 +16,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import re
 import sys
 
 from . import __version__, commands
@@ -31,6 +32,16 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default once: not when the help already says it, nor an empty one (None, False, [])."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="aptune", description="Parameter-efficient fine-tuning of video transformers "
@@ -42,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         mod = importlib.import_module(f"{commands.__name__}.{info.name}")
         p = sub.add_parser(info.name.replace("_", "-"), help=mod.HELP, description=mod.HELP,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
@@ -56,9 +67,25 @@ def main(argv: list[str] | None = None) -> int:
     return rc
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")      # section.key=value (or resume=auto)
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, with dotted overrides accepted anywhere on the line (after flags too), as
+    mmaction2's --cfg-options users expect: `eval CFG --adapter DIR data.test_clips=2`."""
+    args, extra = parser.parse_known_args(argv)
+    dotted = [e for e in extra if OVERRIDE.match(e)]
+    unknown = [e for e in extra if not OVERRIDE.match(e)]
+    if unknown or (dotted and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or dotted)}")
+    if dotted:
+        args.overrides = list(args.overrides) + dotted
+    return args
+
+
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

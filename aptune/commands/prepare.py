@@ -37,8 +37,12 @@ def run(args: argparse.Namespace) -> int:
     from ..data.prepare import prepare, write_prepared
     prep = prepare(args.dataset, args.root, split=args.split, val_fraction=args.val_fraction)
     paths = write_prepared(prep, args.out)
+    from ..console import warn
     for note in prep.notes:
-        print(note)
+        if note.startswith("warning: "):
+            warn(note[len("warning: "):])
+        else:
+            print(note)
     for split in ("train", "val", "test"):
         print(f"{split:5s}: {len(prep.splits[split]):7d} videos -> {paths[split]}")
     print(f"{len(prep.class_names)} classes -> {paths['classes']}")

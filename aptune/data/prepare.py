@@ -349,12 +349,24 @@ def prepare_folder(root, val_fraction: float = 0.2) -> Prepared:
     if not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
     k = max(2, int(round(1 / val_fraction)))
-    train, val = [], []
+    train, val, few, alone = [], [], [], []
     for label in range(len(classes)):
         mine = [e for e in entries if e[1] == label]
-        for j, e in enumerate(mine):
-            (val if j % k == k - 1 else train).append(e)
+        picked = [j % k == k - 1 for j in range(len(mine))]
+        if len(mine) >= 2 and not any(picked):        # fewer than k videos: still one for val/test
+            picked[-1] = True
+            few.append(f"{classes[label]} ({len(mine)})")
+        elif len(mine) < 2:
+            alone.append(classes[label])
+        for e, to_val in zip(mine, picked):
+            (val if to_val else train).append(e)
     notes = [f"no train/val/test folders: every {k}-th video of each class went to val.csv (= test.csv)"]
+    if few:
+        notes.append(f"warning: {len(few)} class(es) had fewer than {k} videos, so their last video went to val/test: "
+                     + ", ".join(few[:10]))
+    if alone:
+        notes.append(f"warning: {len(alone)} class(es) have a single video and no val/test video: "
+                     + ", ".join(alone[:10]))
     return Prepared({"train": train, "val": val, "test": val}, classes, notes)
 
 

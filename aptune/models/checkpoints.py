@@ -352,9 +352,10 @@ def load_checkpoint(model, path: str | os.PathLike, strict: bool = False, conv: 
     return report
 
 
-def describe_checkpoint(path: str | os.PathLike) -> dict:
-    """Format, wrapper notes, config hints and key counts of a checkpoint, without a model."""
-    conv = read_checkpoint(path)
+def describe_checkpoint(path: str | os.PathLike, raw=None) -> dict:
+    """Format, wrapper notes, config hints and key counts of a checkpoint, without a model; `raw`: its
+    contents if already read (`read_state`)."""
+    conv = read_checkpoint(path, raw)
     desc = {f.name: f.description for f in formats()}[conv.format]
     info = {"format": conv.format, "description": desc, "family": conv.family, "tensors": len(conv.state),
             "parameters": sum(t.numel() for t in conv.state.values()), "dropped": len(conv.dropped),
