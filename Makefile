@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean gpu-check
 
 install: $(STAMP)
 
@@ -26,6 +26,15 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check aptune tests benchmarks
+
+# `make gpu-check` (issue 18): every CUDA / bf16 / torch.compile path in one call of at most 8 minutes,
+# results in GPU_OUT (gpu_check.json, gpu_check.md). GPU_PYTHON needs a CUDA build of torch (a CPU-only
+# .venv has none: set GPU_PYTHON=python3); nothing is installed or downloaded, so no venv stamp here.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_OUT    ?= benchmarks/results/gpu-check
+GPU_ARGS   ?=
+gpu-check:
+	HF_HUB_OFFLINE=1 $(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

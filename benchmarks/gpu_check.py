@@ -275,6 +275,7 @@ class Run:
         self.budget = Budget(60.0 * args.budget_minutes, parts)
         self.deadline = math.inf
         self.compile_seen: list[float] = []
+        self.gflops: dict[str, float] = {}
         self.report = {
             "schema": SCHEMA,
             "command": shlex.join([sys.executable] + sys.argv),
@@ -385,6 +386,8 @@ def sync(device: torch.device) -> None:
 
 
 def git_commit() -> str | None:
+    if os.environ.get("APTUNE_COMMIT"):       # a copied working tree without .git: the caller says
+        return os.environ["APTUNE_COMMIT"]
     try:
         r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if r.returncode:
@@ -424,12 +427,21 @@ def environment(device: torch.device) -> dict:
 
 
 # ---- models --------------------------------------------------------------------------------------
-def build(run: Run, spec: Spec, seed: int = 0) -> torch.nn.Module:
-    """The spec's model on the CPU, random weights from `seed`."""
+def build(run: Run, spec: Spec, seed: int = 0, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The spec's model, random weights from `seed`, created on `device` (on the GPU its init takes
+    milliseconds; ViT-B's takes seconds on a CPU)."""
     p = run.plan
     torch.manual_seed(seed)
-    return aptune.create_model(p.model, num_classes=p.classes, num_frames=p.frames, img_size=p.size,
-                               method=spec.method, **spec.model_kw, **spec.options)
+    with torch.device(device):
+        return aptune.create_model(p.model, num_classes=p.classes, num_frames=p.frames, img_size=p.size,
+                                   method=spec.method, **spec.model_kw, **spec.options)
+
+
+def fwd_gflops(run: Run, spec: Spec) -> float:
+    """aptune.count_flops of the spec's model (built on the meta device: no weights, instant)."""
+    if spec.label not in run.gflops:
+        run.gflops[spec.label] = aptune.count_flops(build(run, spec, device="meta"), run.plan.frames, run.plan.size)
+    return run.gflops[spec.label]
 
 
 def clip(run: Run, batch: int, seed: int = 1) -> torch.Tensor:
@@ -655,8 +667,10 @@ def probe_backends(attn, h: torch.Tensor, extra, device: torch.device, bf16: boo
     """Which SDPA backends run this attention layer's own inputs, one backend allowed at a time."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     out = {}
+    # cuDNN attention is not forced here: a kernel failing inside the GPU would poison the CUDA context for
+    # every later part; the profile above still shows it when SDPA picks it on its own
     for name, be in (("flash", SDPBackend.FLASH_ATTENTION), ("memory-efficient", SDPBackend.EFFICIENT_ATTENTION),
-                     ("cudnn", SDPBackend.CUDNN_ATTENTION), ("math", SDPBackend.MATH)):
+                     ("math", SDPBackend.MATH)):
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             try:
@@ -673,8 +687,8 @@ def probe_backends(attn, h: torch.Tensor, extra, device: torch.device, bf16: boo
 def part_kernels(run: Run, res: dict) -> None:
     dev, p = run.device, run.plan
     x = clip(run, p.kernel_batch).to(dev)
-    base = build(run, Spec("base", None, {}, 0)).to(dev)
-    apt = build(run, Spec(f"apt-{p.prompts}", "apt", {"num_prompts": p.prompts, "prompt_dropout": 0.0}, 1)).to(dev)
+    base = build(run, Spec("base", None, {}, 0), device=dev)
+    apt = build(run, Spec(f"apt-{p.prompts}", "apt", {"num_prompts": p.prompts, "prompt_dropout": 0.0}, 1), device=dev)
     res["batch"] = p.kernel_batch
     res["tokens"] = base.config.grid(p.frames, p.size)[0] * base.config.grid(p.frames, p.size)[1] ** 2
     res["chosen"], res["backends"] = [], []
@@ -799,10 +813,9 @@ def part_train(run: Run, res: dict) -> None:
         items.append(rec)
         share = run.left() * 0.5 / (n_eager - i)                # half of the part for the eager numbers
         with run.item(rec, f"train {spec.label} eager"):
-            net = build(run, spec)
+            net = build(run, spec, device=dev)
             rec["trainable_params"] = aptune.count_parameters(net)["trainable"]
-            rec["fwd_gflops"] = aptune.count_flops(net, p.frames, p.size)
-            net = net.to(dev)
+            rec["fwd_gflops"] = fwd_gflops(run, spec)
             b, rec["batch_trials"] = search_batch(run, lambda b, net=net: train_trial(run, net, b),
                                                   p.train_start, p.train_cap, 0.6 * share)
             measure_train(run, net, b, rec, 0.3 * share)
@@ -825,9 +838,8 @@ def part_train(run: Run, res: dict) -> None:
                      f"train {spec.label} compiled")
             continue
         with run.item(rec, f"train {spec.label} compiled ({p.compile_backend})"):
-            net = build(run, spec)
-            rec["fwd_gflops"] = aptune.count_flops(net, p.frames, p.size)
-            net = net.to(dev)
+            net = build(run, spec, device=dev)
+            rec["fwd_gflops"] = fwd_gflops(run, spec)
             fwd = compile_model(run, net)
             b = eager_batch.get(spec.method, p.train_start)
             try:
@@ -853,10 +865,10 @@ def compare_plain(run: Run, apt: Spec, b: int, cmp: dict, peak: dict) -> None:
     """benchmarks/plain.py's model against aptune's APT, same weights, same batch, rounds interleaved;
     the batch is halved from APT's until the plain model fits."""
     dev, p = run.device, run.plan
-    net = build(run, apt)
-    plain = plain_from_aptune(net)
-    gflops = aptune.count_flops(net, p.frames, p.size)
-    net, plain = net.to(dev), plain.to(dev)
+    net = build(run, apt, device=dev)
+    with torch.device(dev):
+        plain = plain_from_aptune(net)
+    gflops = fwd_gflops(run, apt)
     trials = []
     while True:
         try:
@@ -944,9 +956,8 @@ def part_infer(run: Run, res: dict) -> None:
         items.append(rec)
         share = run.left() * 0.5 / (n - i)
         with run.item(rec, f"infer {spec.label} eager"):
-            net = build(run, spec).eval()
-            rec["fwd_gflops"] = aptune.count_flops(net, p.frames, p.size)
-            net = net.to(dev)
+            net = build(run, spec, device=dev).eval()
+            rec["fwd_gflops"] = fwd_gflops(run, spec)
             b, rec["batch_trials"] = search_batch(run, lambda b, net=net: infer_trial(run, net, b),
                                                   p.infer_start, p.infer_cap, 0.6 * share, keep_growing=grows)
             measure_infer(run, net, b, rec, 0.2 * share)
@@ -965,7 +976,7 @@ def part_infer(run: Run, res: dict) -> None:
                      f"infer {spec.label} compiled")
             continue
         with run.item(rec, f"infer {spec.label} compiled ({p.compile_backend})"):
-            net = build(run, spec).eval().to(dev)
+            net = build(run, spec, device=dev).eval()
             b = eager_batch.get(spec.method, p.infer_start)
             xs = torch.randn(b, 3, p.frames, p.size, p.size, device=dev)
             with torch.inference_mode(), autocast(dev):
@@ -983,9 +994,8 @@ def part_infer(run: Run, res: dict) -> None:
                 measure_infer(run, fwd, 1, rec, 0.1 * run.left(), latency=True)
             else:
                 rec["latency_note"] = "batch-1 latency not compiled: budget"
-            gflops = next((r.get("fwd_gflops") for r in items if r["label"] == spec.label), None)
-            if gflops:
-                add_rates(rec, gflops, 1, peak)
+            rec["fwd_gflops"] = fwd_gflops(run, spec)
+            add_rates(rec, rec["fwd_gflops"], 1, peak)
             del net, fwd
     torch._dynamo.reset()
 
@@ -1162,6 +1172,12 @@ def checks(report: dict) -> list[dict]:
     pl = rows.get("cpu plain model fp32 (benchmarks/plain.py)")
     add("aptune matches the plain model on the CPU (max abs diff)", None if pl is None else pl["max_abs"] <= 1e-3,
         pl and pl["max_abs"], "<= 1e-3")
+    chosen = [c for c in res.get("kernels", {}).get("chosen", []) if c.get("forward")]
+    if chosen:
+        slow = [f"{c['model']}, {c['mode']}: {c['forward']}" for c in chosen if "math" in c["forward"]
+                or "none" in c["forward"] or "math" in (c.get("backward") or "")]
+        add("fused attention kernel (not math), with and without prompts", not slow,
+            "; ".join(slow) or ", ".join(sorted({c["forward"] for c in chosen})), "no math")
     cmp = res.get("train", {}).get("plain_vs_apt", {})
     sp = cmp.get("speedup")
     add("APT training faster than the plain reference (plain s/step / aptune s/step)",
@@ -1362,6 +1378,8 @@ def main(argv=None) -> int:
         print(f"gpu_check: {why}", file=sys.stderr)
         return 2
     if device.type == "cuda":
+        if device.index is None:              # set_device and friends need an index: "cuda" -> "cuda:0"
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     else:
         fix_malloc()

@@ -114,7 +114,8 @@ def test_smoke_parts_measured_everything(smoke):
     checks = {c["check"]: c for c in rep["checks"]}
     for name in ("cpu fp32 logits match the CPU (max abs diff)", "aptune matches the plain model on the CPU "
                  "(max abs diff)", "torchrun (1 process) gives the same per-step losses",
-                 "APT training model FLOP utilisation reported"):
+                 "APT training model FLOP utilisation reported",
+                 "fused attention kernel (not math), with and without prompts"):
         assert checks[name]["ok"] is True, checks[name]
     assert checks["APT training faster than the plain reference (plain s/step / aptune s/step)"]["value"] > 0
 
