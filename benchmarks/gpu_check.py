@@ -139,7 +139,7 @@ class Plan:
     latency_repeats: int
     compile_backend: str
     compile_methods: tuple
-    compile_estimate_s: float   # first guess of a compile's cost (updated by what the run sees)
+    compile_estimate_s: float   # first guess of a training compile's cost (then: the longest one seen)
     videos: int                 # data part: generated files
     video_wh: tuple
     video_seconds: int
@@ -274,7 +274,7 @@ class Run:
         parts = [p for p in PARTS if p in (args.parts.split(",") if args.parts else PARTS)]
         self.budget = Budget(60.0 * args.budget_minutes, parts)
         self.deadline = math.inf
-        self.compile_seen: list[float] = []
+        self.compile_seen: dict[str, list[float]] = {"train": [], "infer": []}
         self.gflops: dict[str, float] = {}
         self.report = {
             "schema": SCHEMA,
@@ -314,8 +314,13 @@ class Run:
     def left(self) -> float:
         return self.deadline - self.budget.elapsed()
 
-    def compile_estimate(self) -> float:
-        return max(self.compile_seen) if self.compile_seen else self.plan.compile_estimate_s
+    def compile_estimate(self, kind: str) -> float:
+        """Seconds a compile (with its first call) of `kind` ("train": forward + backward graphs, "infer":
+        forward only, guessed at half a training compile) is expected to take: the longest one seen."""
+        if self.compile_seen[kind]:
+            return max(self.compile_seen[kind])
+        train = max(self.compile_seen["train"]) if self.compile_seen["train"] else self.plan.compile_estimate_s
+        return train if kind == "train" else 0.5 * train
 
     # -- one part
     def run_part(self, name: str, fn) -> None:
@@ -832,7 +837,7 @@ def part_train(run: Run, res: dict) -> None:
             continue
         rec = {"label": spec.label, "mode": "compile", "backend": p.compile_backend}
         items.append(rec)
-        need = 1.3 * run.compile_estimate()
+        need = 1.3 * run.compile_estimate("train")
         if run.left() < need:
             run.skip(rec, f"budget: {run.left():.0f} s left in the part, a compile and its steps need ~{need:.0f} s",
                      f"train {spec.label} compiled")
@@ -851,7 +856,7 @@ def part_train(run: Run, res: dict) -> None:
                 free(dev)
                 measure_train(run, fwd, max(b // 2, 1), rec, 0.15 * run.left())
             rec["compile_s"] = rec["first_step_s"] - rec["step_s"]
-            run.compile_seen.append(rec["first_step_s"])
+            run.compile_seen["train"].append(rec["first_step_s"])
             rec["graph_breaks"] = graph_breaks()
             add_rates(rec, rec["fwd_gflops"], 1 + spec.backward, peak)
             eager = next((r for r in items if r["label"] == spec.label and r["mode"] == "eager"), {})
@@ -970,7 +975,7 @@ def part_infer(run: Run, res: dict) -> None:
             continue
         rec = {"label": spec.label, "mode": "compile", "backend": p.compile_backend}
         items.append(rec)
-        need = 0.8 * run.compile_estimate()
+        need = 1.2 * run.compile_estimate("infer")
         if run.left() < need:
             run.skip(rec, f"budget: {run.left():.0f} s left in the part, a compile needs ~{need:.0f} s",
                      f"infer {spec.label} compiled")
@@ -987,10 +992,11 @@ def part_infer(run: Run, res: dict) -> None:
                 got = fwd(xs).float()
             sync(dev)
             rec["compile_s"] = time.perf_counter() - t
+            run.compile_seen["infer"].append(rec["compile_s"])
             rec["vs_eager"] = diff(got, want)
             rec["graph_breaks"] = graph_breaks()
             measure_infer(run, fwd, b, rec, 0.1 * run.left())
-            if run.left() > 1.2 * run.compile_estimate():         # batch 1 is another shape: another compile
+            if run.left() > 1.2 * run.compile_estimate("infer"):   # batch 1 is another shape: another compile
                 measure_infer(run, fwd, 1, rec, 0.1 * run.left(), latency=True)
             else:
                 rec["latency_note"] = "batch-1 latency not compiled: budget"
