@@ -4,13 +4,14 @@ ONE call, with its numbers left in files. GPU time is scarce, so the script budg
 On the GPU machine (one call, at most --budget-minutes, default 8; give the call ~9.5 min):
 
     python benchmarks/gpu_check.py --out benchmarks/results/gpu-check      # or: make gpu-check
-    timeout 570 python benchmarks/gpu_check.py --out "$OUT/gpu-check"       # on a lent device machine
+    # a lent machine with 15 device minutes in all: 6 minutes, so a failed part can be rerun at once
+    APTUNE_COMMIT=<hash> timeout 420 python3 benchmarks/gpu_check.py --out "$OUT/gpu-check" --budget-minutes 6
 
 Rerun only some parts (e.g. after a fix), with a smaller budget:
 
     python benchmarks/gpu_check.py --out OUT --parts parity,kernels --budget-minutes 2
 
-CPU smoke mode (tiny model, about a minute on 2 cores; what tests/test_gpu_check.py runs):
+CPU smoke mode (tiny model, 45 s of CPU time, 1-1.5 min on 2 loaded cores; what tests/test_gpu_check.py runs):
 
     python benchmarks/gpu_check.py --smoke --out /tmp/gpu-check-smoke
 
