@@ -35,7 +35,8 @@ def init_distributed(device_type: str) -> DistInfo:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
+        # NCCL for CUDA tensors, Gloo for the CPU ones (metric sums, gathered objects) in the same group
+        backend = "cuda:nccl,cpu:gloo" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend=backend)

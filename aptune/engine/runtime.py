@@ -35,10 +35,13 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def resolve_amp(amp: str, device: torch.device):
-    """Autocast dtype: None (fp32) on CPU or with amp=none; bf16 for auto on GPU."""
+    """Autocast dtype: None (fp32) on CPU or with amp=none; for auto on a GPU bf16, or fp16 (with loss
+    scaling) on a GPU without bf16 (before Ampere)."""
     if device.type != "cuda" or amp == "none":
         return None
-    return torch.float16 if amp == "fp16" else torch.bfloat16
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
 
 
 class ShardSampler(Sampler):

@@ -305,7 +305,8 @@ class Trainer:
         """One optimizer step over accum_steps micro-batches; returns (loss_sum, correct, count) over ranks."""
         o = self.cfg.optim
         set_lr(self.optimizer, lr)
-        sums = torch.zeros(3, dtype=torch.float64)    # loss_sum, correct, count
+        # loss_sum, correct, count, kept on the device: one host sync per step, not three per micro-batch
+        sums = torch.zeros(3, dtype=torch.float64, device=self.rt.device)
         for _ in range(o.accum_steps):
             x, y, _, nskip = next(batches)
             self.skipped_epoch += nskip
@@ -317,12 +318,11 @@ class Trainer:
             with self.rt.autocast():
                 logits = self.fwd(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=o.label_smoothing)
-            sums += torch.tensor([loss.item() * y.numel(), (logits.argmax(1) == y).sum().item(), y.numel()],
-                                 dtype=torch.float64)
-            if math.isfinite(loss.item()):
-                scaled = loss / o.accum_steps
-                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
-        tot = D.all_reduce_sum(sums)
+            n = y.new_tensor(y.numel(), dtype=torch.float64)
+            sums += torch.stack((loss.detach().double() * n, (logits.argmax(1) == y).sum().double(), n))
+            scaled = loss / o.accum_steps       # a non-finite loss stops the step below, before any update
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        tot = D.all_reduce_sum(sums).cpu()
         step_loss = tot[0].item() / max(tot[2].item(), 1)
         if not math.isfinite(step_loss):
             last = latest_checkpoint(self.ckpt_dir)

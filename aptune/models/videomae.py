@@ -102,6 +102,7 @@ class VisionTransformer(Backbone):
         else:
             self.register_buffer("pos_embed", sinusoid_table(n, c.embed_dim), persistent=False)
         self.pos_drop = nn.Dropout(c.drop_rate)
+        self._tables: dict = {}                   # the sin-cos table of another clip size, cached
         dpr = torch.linspace(0, c.drop_path_rate, c.depth, device="cpu").tolist()  # works under torch.device("meta")
         bias = "qv" if c.qkv_bias else "none"
         self.blocks = nn.ModuleList([
@@ -135,7 +136,10 @@ class VisionTransformer(Backbone):
             raise ConfigError(
                 f"learned position embedding has {self.pos_embed.shape[1]} tokens but the input gives {n}; "
                 "interpolate it when loading the checkpoint (aptune.models.checkpoints) for another clip size")
-        return sinusoid_table(n, self.config.embed_dim).to(self.pos_embed.device)
+        key = (n, self.pos_embed.device)
+        if self._tables.get("key") != key:        # built once per clip size, not every forward
+            self._tables = {"key": key, "table": sinusoid_table(n, self.config.embed_dim).to(self.pos_embed.device)}
+        return self._tables["table"]
 
     def fit_position_table(self, key: str, t: torch.Tensor, source_grid, report: dict) -> torch.Tensor | None:
         """A checkpoint's position table for this model (checkpoints.fit): a learned table is
