@@ -1,7 +1,7 @@
 """What aptune tells the user while it works: warnings (on stderr) and progress.
 
 `progress(...)` is a tqdm bar when stderr is a terminal; in a log file (stderr not a terminal) it
-prints plain periodic lines instead (`desc: 40/100 (40%) 12s elapsed, ETA 18s, loss=0.3`), at most
+prints plain periodic lines instead (`desc: 40/100 step (40%), 12s elapsed, ETA 18s, loss=0.3`), at most
 one every `interval` seconds and every tenth of the total, so logs hold no carriage-return clutter.
 """
 from __future__ import annotations
@@ -59,8 +59,8 @@ class PlainProgress:
     def line(self) -> str:
         elapsed = time.time() - self.t0
         done = self.n - self.start_n
-        text = f"{self.desc}: {self.n}" + (f"/{self.total} ({100 * self.n / self.total:.0f}%)" if self.total else "")
-        text += f" {self.unit}, {_fmt(elapsed)} elapsed"
+        text = f"{self.desc}: {self.n}" + (f"/{self.total}" if self.total else "") + f" {self.unit}"
+        text += (f" ({100 * self.n / self.total:.0f}%)" if self.total else "") + f", {_fmt(elapsed)} elapsed"
         if self.total and done > 0 and self.n < self.total:
             text += f", ETA {_fmt(elapsed / done * (self.total - self.n))}"
         return text + (f", {self.postfix}" if self.postfix else "")
