@@ -93,13 +93,33 @@ class OutputConfig:
 @dataclass
 class RuntimeConfig:
     device: str = "auto"               # auto | cpu | cuda
-    amp: str = "auto"                  # auto | bf16 | fp16 | none (always fp32 on CPU)
+    amp: str = "auto"                  # auto (GPU: bf16, CPU: fp32) | bf16 (also on CPU) | fp16 (GPU) | none
     compile: bool = False
     grad_checkpointing: bool = False
     seed: int = 0
     cache_features: bool = False       # linear probing: train the head on cached frozen features
     cache_views: int = 1               # augmented views cached per training video
     log_every_steps: int = 10
+
+
+@dataclass
+class PretrainConfig:
+    """The `pretrain:` section (`aptune pretrain`): what only VideoMAE pre-training has. The rest of a
+    pre-training run comes from the shared sections: model.name, data.train_list (a list file or a
+    folder of videos), data.root, num_frames, img_size, sampling_rate (the frame stride), optim (epochs,
+    batch_size, lr per 256, min_lr, weight_decay, warmup_epochs, betas, clip_grad) and runtime
+    (device, amp, seed)."""
+    mask_ratio: float = 0.9
+    decoder_dim: int = 96
+    decoder_depth: int = 2
+    decoder_heads: int = 3
+    norm_pix_loss: bool = True
+    norm_pix_eps: float = 1e-6         # variance floor of the per-patch target normalisation (VideoMAE: 1e-6)
+    min_crop: float = 1.0              # < 1: random square crops of at least this fraction of the side
+    max_minutes: float | None = None   # stop early (and save) after this much wall time
+    init: str | None = None            # continue from the encoder and decoder of this pre-training checkpoint
+    out: str | None = None             # the checkpoint to write (default: <output.dir>/pretrain.pth)
+    half: bool = False                 # store the weights in float16 (half the file size)
 
 
 @dataclass
@@ -111,6 +131,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     source: str = field(default="<dict>", repr=False, compare=False)
 
     # ---- conversion ------------------------------------------------------------------------
@@ -229,7 +250,48 @@ class Config:
             bad("model.checkpoint", f"file not found: {self.model.checkpoint}")
 
 
-SECTIONS = ["data", "model", "method", "optim", "eval", "output", "runtime"]
+def validate_pretrain(cfg: Config, need_videos: bool = True) -> None:
+    """What `aptune pretrain` needs, checked before any work, naming the field (`need_videos`: that
+    data.train_list names videos; False when they come decoded)."""
+    from .models.zoo import get_config, list_models
+
+    def bad(key, msg):
+        raise ConfigError(f"{cfg.source}: {key}: {msg}")
+    p, d, o = cfg.pretrain, cfg.data, cfg.optim
+    if cfg.model.name not in list_models():
+        bad("model.name", f"unknown model {cfg.model.name!r}; known: {', '.join(list_models())}")
+    vit = get_config(cfg.model.name)
+    if not 0.0 < p.mask_ratio < 1.0:
+        bad("pretrain.mask_ratio", f"must be in (0, 1), got {p.mask_ratio}")
+    for k in ("decoder_dim", "decoder_depth", "decoder_heads"):
+        if getattr(p, k) < 1:
+            bad(f"pretrain.{k}", f"must be >= 1, got {getattr(p, k)}")
+    if p.decoder_dim % p.decoder_heads:
+        bad("pretrain.decoder_dim", f"{p.decoder_dim} is not divisible by pretrain.decoder_heads {p.decoder_heads}")
+    if not 0.0 < p.min_crop <= 1.0:
+        bad("pretrain.min_crop", f"must be in (0, 1], got {p.min_crop}")
+    if d.num_frames < 1 or d.num_frames % vit.tubelet_size:
+        bad("data.num_frames", f"{d.num_frames} is not a positive multiple of the tubelet size {vit.tubelet_size}")
+    if d.img_size < 1 or d.img_size % vit.patch_size:
+        bad("data.img_size", f"{d.img_size} is not a positive multiple of the patch size {vit.patch_size}")
+    for k in ("epochs", "batch_size"):
+        if getattr(o, k) < 1:
+            bad(f"optim.{k}", f"must be >= 1, got {getattr(o, k)}")
+    if o.lr < 0:
+        bad("optim.lr", f"must be >= 0, got {o.lr}")
+    if need_videos and not d.train_list:
+        bad("data.train_list", "the videos to pre-train on (a list file or a folder) are not set")
+    if need_videos and not Path(d.train_list).exists():
+        bad("data.train_list", f"not found: {d.train_list}")
+    if p.init and not Path(p.init).exists():
+        bad("pretrain.init", f"file not found: {p.init}")
+    if cfg.runtime.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            bad("runtime.device", "cuda asked for, but no CUDA device is available on this machine")
+
+
+SECTIONS = ["data", "model", "method", "optim", "eval", "output", "runtime", "pretrain"]
 
 # what a resumed run may not change: the model and method, the clip shape, and what decides the data
 # position and the optimizer state; everything else may change, and the change is logged

@@ -13,12 +13,17 @@ holding `encoder.*` (VideoMAE's names: `encoder.patch_embed.proj.weight`,
 `encoder.blocks.{i}.attn.qkv.weight`, `...q_bias`, `...v_bias`, `encoder.norm.*`), `decoder.*`,
 `encoder_to_decoder.weight` and `mask_token`; the backbone config and the recipe ride along as
 plain data under `aptune` (ignored by VideoMAE's own loader).
+
+The run is configured like training (one YAML: the `pretrain:` section plus model, data, optim and
+runtime, see `aptune.config.PretrainConfig`) and reuses its pieces: the data pipeline's decoding,
+dense sampling, crops and normalisation (every video decoded once into memory), the optimizer's
+parameter groups and schedule, the runtime's device, autocast and loaders, the atomic checkpoint writer.
 """
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,45 +31,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import Config, PretrainConfig, validate_pretrain
+from .console import progress as console_progress
+from .data.datasets import VideoDataset
 from .data.prepare import VIDEO_EXTENSIONS
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from .engine.optim import lr_at
-from .errors import ConfigError, MissingFileError
+from .engine.optim import build_optimizer, lr_at, scaled_lr, set_lr
+from .engine.runtime import Runtime
+from .engine.state import save_checkpoint
+from .engine.train import EpochSampler
+from .errors import CheckpointError, DataError, MissingFileError
 from .models.layers import Block, TokenLayout, sinusoid_table, trunc_normal_init
 from .models.videomae import VisionTransformer, ViTConfig
-
-
-@dataclass
-class PretrainConfig:
-    """Recipe of one pre-training run. `lr` is absolute (not scaled by batch size)."""
-    model: str = "videomae-demo"
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 0.05
-    warmup_epochs: float = 2.0
-    mask_ratio: float = 0.9
-    decoder_dim: int = 96
-    decoder_depth: int = 2
-    decoder_heads: int = 3
-    norm_pix_loss: bool = True
-    norm_pix_eps: float = 1e-6       # variance floor of the per-patch normalisation (VideoMAE: 1e-6)
-    frame_stride: int = 2            # temporal stride when sampling num_frames from a longer clip
-    min_crop: float = 1.0            # < 1: random resized crop of at least this fraction of the side;
-                                     # 1: plain random crop of img_size (clips larger than the model's input)
-    seed: int = 0
-    max_minutes: float | None = None  # stop early (and save) after this much wall time
-
-    def validate(self) -> None:
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ConfigError(f"PretrainConfig.mask_ratio: must be in (0, 1), got {self.mask_ratio}")
-        for name in ("epochs", "batch_size", "decoder_dim", "decoder_depth", "decoder_heads", "frame_stride"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"PretrainConfig.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.decoder_dim % self.decoder_heads:
-            raise ConfigError(f"PretrainConfig.decoder_dim {self.decoder_dim} is not divisible by "
-                             f"decoder_heads {self.decoder_heads}")
+from .models.zoo import get_config
 
 
 # ---- masking and targets ------------------------------------------------------------------
@@ -89,14 +68,14 @@ def patchify(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
 
 
 def reconstruction_target(video: torch.Tensor, tubelet: int, patch: int, norm_pix: bool = True,
-                          eps: float = 1e-6) -> torch.Tensor:
+                          eps: float = 1e-6, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """Pixels in [0, 1] (un-normalised input) per tubelet, (B, N, t*p*p*3); with `norm_pix`
     each patch and channel is standardised: (x - mean) / sqrt(var + eps). VideoMAE (and
     transformers' VideoMAEForPreTraining) divide by sqrt(var) + 1e-6 instead; with eps 1e-6 the two
     differ only on patches whose std is below about 1e-3, and eps inside the root acts as a variance
     floor, so a larger eps keeps flat, noisy patches from becoming unit-variance noise targets."""
-    mean = torch.tensor(IMAGENET_MEAN, device=video.device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=video.device).view(1, 3, 1, 1, 1)
+    mean = torch.tensor(mean, device=video.device).view(1, 3, 1, 1, 1)    # the input's normalisation, undone
+    std = torch.tensor(std, device=video.device).view(1, 3, 1, 1, 1)
     x = patchify(video * std + mean, tubelet, patch)                        # (B, N, P, 3)
     if norm_pix:
         x = (x - x.mean(dim=2, keepdim=True)) / (x.var(dim=2, unbiased=True, keepdim=True) + eps).sqrt()
@@ -122,6 +101,7 @@ class MaskedVideoAutoencoder(nn.Module):
     """Encoder = aptune's VisionTransformer (same code as fine-tuning) + final norm; light decoder."""
 
     def __init__(self, config: ViTConfig, cfg: PretrainConfig):
+        """`config`: the encoder; `cfg`: the `pretrain` section (decoder, mask, targets)."""
         super().__init__()
         self.config = replace(config, num_classes=0)
         self.cfg = cfg
@@ -166,12 +146,15 @@ class MaskedVideoAutoencoder(nn.Module):
         pos = enc.position_embedding(N).to(x.dtype).expand(B, N, -1)
         return x + pos[~mask].reshape(B, -1, x.shape[-1])
 
+    def no_weight_decay(self) -> set[str]:
+        return {"mask_token"}
+
     def loss(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         c = self.config
         pred = self.forward(video, mask)
         with torch.no_grad():
             target = reconstruction_target(video, c.tubelet_size, c.patch_size, self.cfg.norm_pix_loss,
-                                           self.cfg.norm_pix_eps)
+                                           self.cfg.norm_pix_eps, c.mean, c.std)
             target = target[mask].reshape(pred.shape)                       # (B, N_hidden, P*3)
         return F.mse_loss(pred, target)
 
@@ -199,84 +182,58 @@ def read_pretrain_config(path: str | os.PathLike) -> ViTConfig:
     ckpt = read_state(path)
     meta = ckpt.get("aptune") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "backbone" not in meta:
-        raise ConfigError(f"{path}: no 'aptune.backbone' entry; not written by `aptune pretrain`")
+        raise CheckpointError(f"{path}: no 'aptune.backbone' entry; not written by `aptune pretrain`")
     return ViTConfig.from_dict(meta["backbone"])
 
 
 # ---- data ---------------------------------------------------------------------------------
-def list_videos(source: str | os.PathLike) -> list[Path]:
-    """Video paths from a list file (`relative/path [label]` per line, relative to the file's
-    folder) or from a folder (every video file below it, sorted)."""
+def pretrain_entries(source: str | os.PathLike, root: str | os.PathLike | None = None) -> list[tuple[str, int]]:
+    """[(path, 0)] for a list file (`relative/path [label]` per line, relative to `root`, default the
+    file's folder; labels ignored) or a folder (every video file below it, sorted)."""
     source = Path(source)
     if source.is_dir():
         paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
     elif source.is_file():
         paths = []
         for line in source.read_text().splitlines():
-            if not line.strip():
-                continue
-            rel = line.split()[0]
-            p = Path(rel) if os.path.isabs(rel) else source.parent / rel
-            paths.append(p)
+            if line.strip():
+                rel = line.split()[0]
+                paths.append(Path(rel) if os.path.isabs(rel) else Path(root or source.parent) / rel)
     else:
         raise MissingFileError(f"videos not found: {source} (give a list file or a folder)")
     if not paths:
-        raise ConfigError(f"{source}: no videos found")
-    return paths
+        raise DataError(f"{source}: no videos found")
+    return [(str(p), 0) for p in paths]
 
 
-def load_clips(paths: list[Path], progress: bool = True) -> list[np.ndarray]:
-    """Decode every video fully into memory: list of (T, H, W, 3) uint8."""
-    from tqdm import tqdm
-
-    from .data.synthetic import read_video
-    return [read_video(p) for p in tqdm(paths, desc="decode", unit="video", disable=not progress,
-                                         dynamic_ncols=True)]
-
-
-def sample_batch(clips: list[np.ndarray], idx: np.ndarray, num_frames: int, size: int, stride: int,
-                 min_crop: float, rng: np.random.Generator) -> torch.Tensor:
-    """A normalised batch (B, 3, T, size, size): random temporal window (with `stride`, reduced
-    when the clip is short), random square crop of side >= min_crop * short side, resize."""
-    out = []
-    for i in idx:
-        clip = clips[i]
-        T, H, W, _ = clip.shape
-        s = stride
-        while s > 1 and (num_frames - 1) * s + 1 > T:
-            s -= 1
-        start = int(rng.integers(0, max(T - (num_frames - 1) * s, 1)))
-        frames = np.arange(start, start + (num_frames - 1) * s + 1, s).clip(max=T - 1)
-        side = min(H, W) if min_crop >= 1.0 else int(min(H, W) * rng.uniform(min_crop, 1.0))
-        if min_crop >= 1.0 and min(H, W) >= size:
-            side = size                                                     # plain random crop, no resize
-        y, x = int(rng.integers(0, H - side + 1)), int(rng.integers(0, W - side + 1))
-        x_ = torch.from_numpy(clip[frames, y:y + side, x:x + side]).permute(0, 3, 1, 2).float() / 255
-        if side != size:
-            x_ = F.interpolate(x_, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        out.append(x_.permute(1, 0, 2, 3))                                   # (3, T, size, size)
-    video = torch.stack(out)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1)
-    return (video - mean) / std
+def pretrain_dataset(cfg: Config, videos=None, progress: bool = True) -> VideoDataset:
+    """The training clips: the data pipeline's dense sampling (stride data.sampling_rate), a random
+    square crop of at least pretrain.min_crop of the side resized to data.img_size, no flip, the
+    backbone's normalisation; every video decoded once into memory (`videos`: decoded already)."""
+    d, p = cfg.data, cfg.pretrain
+    vit = get_config(cfg.model.name)
+    kw = dict(mode="train", num_frames=d.num_frames, sampling_rate=d.sampling_rate, img_size=d.img_size,
+              flip=False, scale=(p.min_crop ** 2, 1.0), ratio=(1.0, 1.0), seed=cfg.runtime.seed,
+              mean=vit.mean, std=vit.std, skip_bad_videos=d.skip_bad_videos)
+    if videos is not None:
+        return VideoDataset.from_frames(videos, **kw)
+    return VideoDataset(pretrain_entries(d.train_list, d.root), **kw).preload(progress)
 
 
-# ---- training -----------------------------------------------------------------------------
-def save_checkpoint(model: MaskedVideoAutoencoder, cfg: PretrainConfig, path: str | os.PathLike,
-                    history: list[dict], half: bool = False, parent: dict | None = None) -> None:
-    """Write the official VideoMAE pre-training layout plus aptune's metadata; `parent` (the
-    metadata of the checkpoint this run continued from, see `load_autoencoder_weights`) is kept
-    under aptune.init so a continued run still records its whole recipe."""
-    from .io import atomic_path
+def save_pretrain_checkpoint(model: MaskedVideoAutoencoder, cfg: Config, path: str | os.PathLike,
+                             history: list[dict], parent: dict | None = None) -> None:
+    """Write the official VideoMAE pre-training layout plus aptune's metadata (the backbone config, the
+    whole run config as `recipe`, the loss history), atomically; `parent` (the metadata of the
+    checkpoint this run continued from, see `load_autoencoder_weights`) is kept under aptune.init so a
+    continued run still records its whole recipe."""
     state = model.videomae_state_dict()
-    if half:
+    if cfg.pretrain.half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    ckpt = {"model": state, "aptune": {"backbone": model.config.to_dict(), "pretrain": asdict(cfg),
-                                      "history": history}}
+    meta = {"backbone": model.config.to_dict(), "pretrain": asdict(cfg.pretrain), "recipe": cfg.to_dict(),
+            "history": history}
     if parent is not None:
-        ckpt["aptune"]["init"] = parent
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+        meta["init"] = parent
+    save_checkpoint(path, {"model": state, "aptune": meta})
 
 
 def load_autoencoder_weights(model: MaskedVideoAutoencoder, path: str | os.PathLike) -> dict:
@@ -290,79 +247,75 @@ def load_autoencoder_weights(model: MaskedVideoAutoencoder, path: str | os.PathL
     need = [k for k in own if not k.startswith(("encoder.fc_norm.", "encoder.head."))]
     missing = [k for k in need if k not in state]
     if missing:
-        raise ConfigError(f"{path}: not a VideoMAE pre-training checkpoint for this model; missing "
+        raise CheckpointError(f"{path}: not a VideoMAE pre-training checkpoint for this model; missing "
                          f"{len(missing)} tensors, e.g. {missing[:3]}")
     wrong = [f"{k} {tuple(state[k].shape)} (model: {tuple(own[k].shape)})" for k in need
              if state[k].shape != own[k].shape]
     if wrong:
-        raise ConfigError(f"{path}: shapes differ from --model / decoder options: {wrong[:3]}")
+        raise CheckpointError(f"{path}: shapes differ from the model / pretrain.decoder_* options: {wrong[:3]}")
     model.load_state_dict({k: state[k].float() for k in need}, strict=False)
     meta = extras.get("aptune")
     return {"file": os.path.basename(os.fspath(path)), **(meta if isinstance(meta, dict) else {})}
 
 
-def pretrain(config: ViTConfig, clips: list[np.ndarray], cfg: PretrainConfig, out: str | os.PathLike,
-             progress: bool = True, half: bool = False, log=print, device: str | torch.device = "cpu",
-             bf16: bool = False, init: str | os.PathLike | None = None) -> dict:
-    """Pre-train a masked video autoencoder on decoded `clips`, write the checkpoint to `out`
-    after every epoch, and return {"history": [...], "seconds": ..., "steps": ...}.
-    Batches are cut on the CPU and moved to `device`; `bf16` runs the forward in bfloat16
-    autocast (weights and optimizer state stay float32). `init`: continue from the weights of a
-    pre-training checkpoint (optimizer and schedule start afresh), e.g. an official VideoMAE
-    checkpoint adapted to one's own unlabeled videos."""
-    cfg.validate()
-    device = torch.device(device)
-    from tqdm import tqdm
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model = MaskedVideoAutoencoder(config, cfg)
-    parent = load_autoencoder_weights(model, init) if init is not None else None
-    model = model.to(device)
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or n.endswith("mask_token") else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    steps_per_epoch = max(len(clips) // cfg.batch_size, 1)
-    total = steps_per_epoch * cfg.epochs
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    grid = config.grid()
-    history, step, t0 = [], 0, time.time()
-    bar = tqdm(total=total, desc="pretrain", unit="step", disable=not progress, dynamic_ncols=True)
-    stop = False
+def pretrain(cfg: Config, videos=None, progress: bool = True, log=print) -> dict:
+    """Pre-train a masked video autoencoder as `cfg` says (its `pretrain` section plus model, data,
+    optim, runtime), write the checkpoint (pretrain.out, default <output.dir>/pretrain.pth) after
+    every epoch, and return {"history", "seconds", "steps", "model", "out"}. `videos`: decoded clips
+    (uint8 (T, H, W, 3)) instead of data.train_list. The forward runs under the runtime's autocast
+    (bf16 on a GPU with runtime.amp auto/bf16); weights and optimizer state stay float32.
+    pretrain.init continues from the weights of a pre-training checkpoint (optimizer and schedule
+    start afresh), e.g. an official VideoMAE checkpoint adapted to one's own unlabeled videos."""
+    validate_pretrain(cfg, need_videos=videos is None)
+    p, o, r = cfg.pretrain, cfg.optim, cfg.runtime
+    rt = Runtime.create(r, cfg.data.num_workers)
+    out = Path(p.out or Path(cfg.output.dir) / "pretrain.pth")
+    config = get_config(cfg.model.name, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size)
+    torch.manual_seed(r.seed)
+    gen = torch.Generator().manual_seed(r.seed)
+    model = MaskedVideoAutoencoder(config, p)
+    parent = load_autoencoder_weights(model, p.init) if p.init else None
+    model = model.to(rt.device)
+    dataset = pretrain_dataset(cfg, videos, progress)
+    base_lr = scaled_lr(o.lr, o.batch_size, 1, rt.world_size)
+    min_lr = scaled_lr(o.min_lr, o.batch_size, 1, rt.world_size)
+    opt = build_optimizer(model, o, base_lr)
+    sampler = EpochSampler(len(dataset), min(o.batch_size, len(dataset)), rt.rank, rt.world_size, r.seed)
+    steps_per_epoch = len(sampler) // min(o.batch_size, len(dataset))
+    total, warmup = steps_per_epoch * o.epochs, int(o.warmup_epochs * steps_per_epoch)
+    history, step, t0, stop = [], 0, time.time(), False
+    bar = console_progress(total=total, desc="pretrain", unit="step", show=progress)
     model.train()
-    for epoch in range(cfg.epochs):
-        order = rng.permutation(len(clips))
+    for epoch in range(o.epochs):
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         losses = []
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            video = sample_batch(clips, idx, config.num_frames, config.img_size, cfg.frame_stride,
-                                 cfg.min_crop, rng).to(device, non_blocking=True)
-            mask = tube_mask(len(idx), grid, cfg.mask_ratio, gen).to(device)
-            for g in opt.param_groups:
-                # with a time budget, the cosine follows the larger of step and time spent
-                g["lr"] = lr_at(step, total, warmup, cfg.lr, cfg.min_lr, 0.0 if cfg.max_minutes is None
-                                else (time.time() - t0) / (60 * cfg.max_minutes))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for video, _, _, _ in rt.batches(rt.loader(dataset, min(o.batch_size, len(dataset)), sampler,
+                                                   drop_last=True, seed=r.seed + epoch)):
+            mask = tube_mask(video.shape[0], config.grid(), p.mask_ratio, gen).to(rt.device)
+            # with a time budget, the cosine follows the larger of step and time spent
+            spent = 0.0 if p.max_minutes is None else (time.time() - t0) / (60 * p.max_minutes)
+            set_lr(opt, lr_at(step, total, warmup, base_lr, min_lr, spent))
+            with rt.autocast():
                 loss = model.loss(video, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if o.clip_grad:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad)
             opt.step()
             losses.append(loss.item())
             step += 1
             bar.update()
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
-            if cfg.max_minutes is not None and time.time() - t0 > 60 * cfg.max_minutes:
+            if p.max_minutes is not None and time.time() - t0 > 60 * p.max_minutes:
                 stop = True
                 break
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "steps": step,
                         "seconds": round(time.time() - t0, 1)})
         log(f"epoch {epoch}: loss {history[-1]['loss']:.4f} ({history[-1]['seconds']:.0f} s)")
-        save_checkpoint(model, cfg, out, history, half=half, parent=parent)
+        save_pretrain_checkpoint(model, cfg, out, history, parent=parent)
         if stop:
-            log(f"stopped after {cfg.max_minutes} minutes (max_minutes)")
+            log(f"stopped after {p.max_minutes} minutes (pretrain.max_minutes)")
             break
     bar.close()
-    return {"history": history, "seconds": time.time() - t0, "steps": step, "model": model}
+    return {"history": history, "seconds": time.time() - t0, "steps": step, "model": model, "out": str(out)}

@@ -32,11 +32,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aptune  # noqa: E402
+from aptune.config import Config  # noqa: E402
 from aptune.data.synthetic import labeled_clip, unlabeled_clip  # noqa: E402
 from aptune.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from aptune.demo import DemoConfig, demo_synth_config  # noqa: E402
 from aptune.models.zoo import get_config  # noqa: E402
-from aptune.pretrain import PretrainConfig, pretrain  # noqa: E402
+from aptune.pretrain import pretrain  # noqa: E402
 
 
 def labeled(split: str, n: int, cfg) -> tuple[np.ndarray, np.ndarray]:
@@ -130,11 +131,18 @@ def main() -> None:
         rows.append((os.path.basename(args.checkpoint), 0.0, probe_model(m, data, demo.sampling_rate, device)))
     if args.minutes > 0:
         pool = [unlabeled_clip(1000, i, cfg) for i in range(args.pool)]
-        pc = PretrainConfig(model=args.model, epochs=100000, batch_size=args.batch_size, lr=args.lr,
-                            warmup_epochs=1, mask_ratio=args.mask_ratio, decoder_depth=args.decoder_depth,
-                            norm_pix_loss=not args.no_norm_pix, norm_pix_eps=args.norm_pix_eps,
-                            max_minutes=args.minutes)
         out = Path(tempfile.mkdtemp()) / "pretrain.pth"
+        vit = get_config(args.model)
+        pc = Config.from_dict({
+            "model": {"name": args.model}, "data": {"num_frames": vit.num_frames, "img_size": vit.img_size,
+                                                    "sampling_rate": 2, "num_workers": 0},
+            "optim": {"epochs": 100000, "batch_size": args.batch_size, "lr": args.lr * 256 / args.batch_size,
+                      "min_lr": 1e-5 * 256 / args.batch_size, "warmup_epochs": 1, "weight_decay": 0.05,
+                      "betas": [0.9, 0.95], "clip_grad": 1.0},
+            "runtime": {"device": args.device},
+            "pretrain": {"mask_ratio": args.mask_ratio, "decoder_depth": args.decoder_depth,
+                         "norm_pix_loss": not args.no_norm_pix, "norm_pix_eps": args.norm_pix_eps,
+                         "max_minutes": args.minutes, "out": str(out)}})
         t_pre, last = time.time(), [time.time()]
 
         def log(line: str) -> None:          # called after each epoch; the file on disk is the previous epoch's
@@ -145,7 +153,7 @@ def main() -> None:
                              probe_model(m, data, demo.sampling_rate, device)))
                 print(f"  probe: {rows[-1][2]}", flush=True)
                 last[0] = time.time()
-        res = pretrain(get_config(args.model), pool, pc, out, progress=False, log=log, device=device)
+        res = pretrain(pc, pool, progress=False, log=log)
         m = aptune.create_model(args.model, num_classes=0, checkpoint=str(out))
         rows.append((f"pre-trained {res['seconds'] / 60:.1f} min ({res['steps']} steps)", 0.0,
                      probe_model(m, data, demo.sampling_rate, device)))

@@ -4,8 +4,9 @@ import json
 import torch
 
 from aptune import count_parameters, create_model, get_config
+from aptune.config import Config
 from aptune.demo import DemoConfig, DemoRow, demo_checkpoint, ensure_dataset, format_table, plot_results, run_demo
-from aptune.pretrain import MaskedVideoAutoencoder, PretrainConfig, read_pretrain_config, save_checkpoint
+from aptune.pretrain import MaskedVideoAutoencoder, read_pretrain_config, save_pretrain_checkpoint
 
 
 def test_embedded_backbone_loads_and_matches_the_zoo():
@@ -23,8 +24,9 @@ def test_embedded_backbone_loads_and_matches_the_zoo():
 
 def test_tiny_demo_end_to_end(tmp_path):
     ckpt = tmp_path / "tiny.pth"
-    pcfg = PretrainConfig(model="tiny", decoder_dim=32, decoder_depth=1, decoder_heads=2)
-    save_checkpoint(MaskedVideoAutoencoder(get_config("tiny"), pcfg), pcfg, ckpt, [], half=True)
+    cfg = Config.from_dict({"model": {"name": "tiny"},
+                            "pretrain": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2, "half": True}})
+    save_pretrain_checkpoint(MaskedVideoAutoencoder(get_config("tiny"), cfg.pretrain), cfg, ckpt, [])
     cfg = DemoConfig(out=str(tmp_path / "demo"), model="tiny", checkpoint=str(ckpt), num_train=10, num_val=4,
                      num_test=5, frames=8, size=32, epochs=1, batch_size=5, test_clips=2,
                      rows=[DemoRow("Linear probing", "linear", epochs=2, cache_features=True),

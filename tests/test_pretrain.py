@@ -6,26 +6,31 @@ import torch
 
 from aptune import create_model, get_config
 from aptune.cli import main
+from aptune.config import Config
 from aptune.pretrain import (
     MaskedVideoAutoencoder,
-    PretrainConfig,
     backbone_state_from_pretrain,
-    list_videos,
     pretrain,
+    pretrain_dataset,
+    pretrain_entries,
     read_pretrain_config,
     reconstruction_target,
-    sample_batch,
     tube_mask,
 )
 
 TINY = get_config("tiny")            # 4 frames of 32x32, patch 8, tubelet 2 -> grid (2, 4, 4)
 
 
-def _cfg(**kw):
-    base = dict(model="tiny", epochs=1, batch_size=2, decoder_dim=32, decoder_depth=1, decoder_heads=2,
-                mask_ratio=0.75, lr=1e-3, warmup_epochs=0)
-    base.update(kw)
-    return PretrainConfig(**base)
+def _cfg(tmp=None, optim=None, **pretrain_kw):
+    """A pre-training run config for the tiny model: lr 1e-3 at batch 2 (0.128 per 256)."""
+    p = dict(decoder_dim=32, decoder_depth=1, decoder_heads=2, mask_ratio=0.75)
+    p.update(pretrain_kw)
+    o = dict(epochs=1, batch_size=2, lr=0.128, min_lr=0.00128, warmup_epochs=0, betas=[0.9, 0.95], clip_grad=1.0)
+    o.update(optim or {})
+    return Config.from_dict({"model": {"name": "tiny"}, "data": {"num_frames": 4, "img_size": 32, "sampling_rate": 2,
+                                                                 "num_workers": 0},
+                             "optim": o, "pretrain": p, "runtime": {"device": "cpu"},
+                             "output": {"dir": str(tmp or "runs/pt")}})
 
 
 def test_tube_mask_hides_the_same_places_at_every_time_step():
@@ -54,7 +59,7 @@ def test_targets_are_per_patch_normalised_pixels():
 
 
 def test_visible_tokens_match_the_backbone_patch_embedding():
-    model = MaskedVideoAutoencoder(TINY, _cfg())
+    model = MaskedVideoAutoencoder(TINY, _cfg().pretrain)
     video = torch.randn(2, 3, 4, 32, 32)
     mask = tube_mask(2, TINY.grid(), 0.75)
     enc = model.encoder
@@ -67,7 +72,7 @@ def test_visible_tokens_match_the_backbone_patch_embedding():
 
 def test_a_few_steps_lower_the_reconstruction_loss():
     torch.manual_seed(0)
-    model = MaskedVideoAutoencoder(TINY, _cfg())
+    model = MaskedVideoAutoencoder(TINY, _cfg().pretrain)
     # a smooth, learnable video: moving gradient
     t = torch.linspace(0, 1, 4).view(1, 1, 4, 1, 1)
     x = torch.linspace(0, 1, 32).view(1, 1, 1, 1, 32)
@@ -90,8 +95,8 @@ def test_checkpoint_layout_and_load_back(tmp_path):
     rng = np.random.default_rng(0)
     clips = [rng.integers(0, 255, (6, 36, 36, 3), dtype=np.uint8) for _ in range(4)]
     out = tmp_path / "pt.pth"
-    res = pretrain(TINY, clips, _cfg(epochs=2), out, progress=False, log=lambda *_: None)
-    assert len(res["history"]) == 2 and res["steps"] == 4
+    res = pretrain(_cfg(optim={"epochs": 2}, out=str(out)), clips, progress=False, log=lambda *_: None)
+    assert len(res["history"]) == 2 and res["steps"] == 4 and res["out"] == str(out)
     ckpt = torch.load(out, map_location="cpu", weights_only=True)
     keys = set(ckpt["model"])
     for k in ("encoder.patch_embed.proj.weight", "encoder.blocks.0.attn.qkv.weight", "encoder.blocks.0.attn.q_bias",
@@ -110,51 +115,68 @@ def test_checkpoint_layout_and_load_back(tmp_path):
     torch.testing.assert_close(own["blocks.2.attn.qkv.weight"], trained["blocks.2.attn.qkv.weight"])
 
 
-def test_sample_batch_shapes_and_normalisation():
-    clip = np.full((10, 40, 40, 3), 255, np.uint8)
-    b = sample_batch([clip], np.array([0]), 4, 32, 2, 1.0, np.random.default_rng(0))
-    assert b.shape == (1, 3, 4, 32, 32)
-    torch.testing.assert_close(b[0, :, 0, 0, 0], (1 - torch.tensor([0.485, 0.456, 0.406])) /
+def test_the_data_pipeline_makes_the_training_clips(tmp_path):
+    """Pre-training clips come from the data pipeline: its sampling, crops and the backbone's normalisation."""
+    white = np.full((10, 40, 40, 3), 255, np.uint8)
+    ds = pretrain_dataset(_cfg(), videos=[white, np.zeros((3, 40, 40, 3), np.uint8)])  # the second: too short
+    clip, _, _ = ds[0]
+    assert clip.shape == (3, 4, 32, 32)
+    torch.testing.assert_close(clip[:, 0, 0, 0], (1 - torch.tensor([0.485, 0.456, 0.406])) /
                                torch.tensor([0.229, 0.224, 0.225]))
-    short = np.zeros((3, 40, 40, 3), np.uint8)                          # fewer frames than the clip needs
-    assert sample_batch([short], np.array([0]), 4, 32, 2, 0.8, np.random.default_rng(0)).shape == (1, 3, 4, 32, 32)
+    assert ds[1][0].shape == (3, 4, 32, 32) and ds.padded.tolist() == [False, True]
 
 
 def test_cli_pretrain_on_a_folder(tmp_path):
+    import yaml
+
     from aptune.data.synthetic import SynthConfig, generate_unlabeled
     generate_unlabeled(tmp_path / "u", 3, seed=5, cfg=SynthConfig(frames=8, size=32), progress=False)
-    assert len(list_videos(tmp_path / "u" / "unlabeled.txt")) == 3
-    assert len(list_videos(tmp_path / "u")) == 3
+    assert len(pretrain_entries(tmp_path / "u" / "unlabeled.txt")) == 3
+    assert len(pretrain_entries(tmp_path / "u")) == 3
+    cfg = _cfg(tmp_path / "run", half=True).to_dict()
+    cfg.pop("method")
+    (tmp_path / "pt.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "ckpt.pth"
-    rc = main(["pretrain", "--videos", str(tmp_path / "u"), "--out", str(out), "--model", "tiny", "--epochs", "1",
-               "--batch-size", "2", "--decoder-dim", "32", "--decoder-depth", "1", "--decoder-heads", "2",
-               "--half", "--no-progress"])
+    rc = main(["pretrain", str(tmp_path / "pt.yaml"), "--videos", str(tmp_path / "u"), "--out", str(out),
+               "--no-progress", "pretrain.mask_ratio=0.9"])
     assert rc == 0
     ckpt = torch.load(out, map_location="cpu", weights_only=True)
     assert ckpt["model"]["encoder.blocks.0.attn.qkv.weight"].dtype == torch.float16
     assert ckpt["aptune"]["pretrain"]["mask_ratio"] == 0.9
+    assert ckpt["aptune"]["recipe"]["data"]["train_list"] == str(tmp_path / "u")
     create_model("tiny", num_classes=3, checkpoint=out)
-    assert main(["pretrain", "--videos", str(tmp_path / "nothing"), "--out", str(out), "--model", "tiny"]) == 2
-    assert main(["pretrain", "--videos", str(tmp_path / "u"), "--out", str(out), "--model", "tiny",
-                 "--mask-ratio", "1.5"]) == 2
+    assert main(["pretrain", str(tmp_path / "pt.yaml"), "--videos", str(tmp_path / "nothing")]) == 2
+    assert main(["pretrain", str(tmp_path / "pt.yaml"), "--videos", str(tmp_path / "u"),
+                 "pretrain.mask_ratio=1.5"]) == 2
     if not torch.cuda.is_available():                                   # a GPU asked for where there is none
-        assert main(["pretrain", "--videos", str(tmp_path / "u"), "--out", str(out), "--model", "tiny",
-                     "--device", "cuda"]) == 2
+        assert main(["pretrain", str(tmp_path / "pt.yaml"), "--videos", str(tmp_path / "u"),
+                     "runtime.device=cuda"]) == 2
+    assert main(["pretrain", str(repo_config()), "--videos", str(tmp_path / "u"), "--out", str(tmp_path / "d.pth"),
+                 "optim.epochs=1", "pretrain.max_minutes=null", "--no-progress"]) == 0   # the shipped recipe runs
+
+
+def repo_config():
+    from pathlib import Path
+    return Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "videomae_demo.yaml"
 
 
 def test_bf16_autocast_keeps_float32_weights(tmp_path):
     rng = np.random.default_rng(0)
     clips = [rng.integers(0, 255, (6, 36, 36, 3), dtype=np.uint8) for _ in range(4)]
-    res = pretrain(TINY, clips, _cfg(epochs=1), tmp_path / "pt.pth", progress=False, log=lambda *_: None,
-                   device="cpu", bf16=True)
+    cfg = _cfg(out=str(tmp_path / "pt.pth"))
+    cfg.runtime.amp = "bf16"
+    res = pretrain(cfg, clips, progress=False, log=lambda *_: None)
     assert np.isfinite(res["history"][0]["loss"])
     ckpt = torch.load(tmp_path / "pt.pth", map_location="cpu", weights_only=True)
     assert all(v.dtype == torch.float32 for v in ckpt["model"].values())
 
 
 def test_bad_config_is_named():
-    with pytest.raises(ValueError, match="decoder_dim"):
-        _cfg(decoder_dim=30, decoder_heads=4).validate()
+    from aptune.config import validate_pretrain
+    with pytest.raises(ValueError, match=r"pretrain\.decoder_dim"):
+        validate_pretrain(_cfg(decoder_dim=30, decoder_heads=4), need_videos=False)
+    with pytest.raises(ValueError, match=r"data\.train_list"):
+        validate_pretrain(_cfg())
 
 
 def test_matches_hugging_face_videomae_for_pretraining():
@@ -177,7 +199,8 @@ def test_matches_hugging_face_videomae_for_pretraining():
             p.add_(torch.randn(p.shape, generator=g) * 0.1)
     hf.decoder.norm.eps = 1e-6                   # HF's decoder norm uses LayerNorm's default 1e-5
 
-    ours = MaskedVideoAutoencoder(TINY, _cfg(decoder_dim=32, decoder_depth=2, decoder_heads=2, norm_pix_eps=1e-6))
+    p = _cfg(decoder_dim=32, decoder_depth=2, decoder_heads=2, norm_pix_eps=1e-6).pretrain
+    ours = MaskedVideoAutoencoder(TINY, p)
     sd = hf.state_dict()
     state = {f"encoder.{k}": v for k, v in _convert_hf(sd, Source('hf')).state.items()}
     state.update({"encoder.norm.weight": sd["videomae.layernorm.weight"],
@@ -212,17 +235,17 @@ def test_init_continues_from_a_pretraining_checkpoint(tmp_path):
     rng = np.random.default_rng(0)
     clips = [rng.integers(0, 255, (6, 36, 36, 3), dtype=np.uint8) for _ in range(4)]
     first = tmp_path / "first.pth"
-    pretrain(TINY, clips, _cfg(), first, progress=False, log=lambda *_: None)
+    pretrain(_cfg(out=str(first)), clips, progress=False, log=lambda *_: None)
     saved = torch.load(first, map_location="cpu", weights_only=True)["model"]
-    fresh = MaskedVideoAutoencoder(TINY, _cfg())
+    fresh = MaskedVideoAutoencoder(TINY, _cfg().pretrain)
     assert not torch.equal(fresh.state_dict()["decoder.head.weight"], saved["decoder.head.weight"])
     load_autoencoder_weights(fresh, first)
     for k, v in saved.items():
         torch.testing.assert_close(fresh.state_dict()[k], v, msg=k)
     # a run started from it with a zero learning rate writes the same weights back
     again = tmp_path / "again.pth"
-    pretrain(TINY, clips, _cfg(lr=0.0, min_lr=0.0, weight_decay=0.0), again, progress=False,
-             log=lambda *_: None, init=first)
+    pretrain(_cfg(optim={"lr": 0.0, "min_lr": 0.0, "weight_decay": 0.0}, out=str(again), init=str(first)), clips,
+             progress=False, log=lambda *_: None)
     written = torch.load(again, map_location="cpu", weights_only=True)
     for k, v in written["model"].items():
         torch.testing.assert_close(v, saved[k], msg=k)
@@ -230,9 +253,9 @@ def test_init_continues_from_a_pretraining_checkpoint(tmp_path):
     first_meta = torch.load(first, map_location="cpu", weights_only=True)["aptune"]
     assert written["aptune"]["init"]["file"] == "first.pth"
     assert written["aptune"]["init"]["history"] == first_meta["history"]
-    assert written["aptune"]["pretrain"]["lr"] == 0.0 and first_meta["pretrain"]["lr"] != 0.0
+    assert written["aptune"]["recipe"]["optim"]["lr"] == 0.0 and first_meta["recipe"]["optim"]["lr"] != 0.0
     with pytest.raises(ValueError, match=r"first\.pth: shapes differ.*decoder"):
-        pretrain(TINY, clips, _cfg(decoder_dim=48), tmp_path / "x.pth", progress=False, init=first)
+        pretrain(_cfg(decoder_dim=48, out=str(tmp_path / "x.pth"), init=str(first)), clips, progress=False)
     with pytest.raises(ValueError, match=r"not a VideoMAE pre-training checkpoint"):
         torch.save({"model": {"encoder.norm.weight": torch.ones(64)}}, tmp_path / "bad.pth")
-        pretrain(TINY, clips, _cfg(), tmp_path / "y.pth", progress=False, init=tmp_path / "bad.pth")
+        pretrain(_cfg(out=str(tmp_path / "y.pth"), init=str(tmp_path / "bad.pth")), clips, progress=False)

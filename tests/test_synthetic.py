@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from aptune.cli import main
+from aptune.data.decode import decode_all
 from aptune.data.synthetic import (
     CLASSES,
     PAIRS,
     SynthConfig,
     generate_dataset,
     labeled_clip,
-    read_video,
     render_clip,
     unlabeled_clip,
 )
@@ -61,13 +61,13 @@ def test_dataset_files_lists_and_decoded_frames(tmp_path):
             again, _ = labeled_clip(1, split, i, SMALL)
             assert lab == int(label) and np.array_equal(clip, again)
             for folder in (a, b):
-                decoded = read_video(folder / rel)
+                decoded = decode_all(folder / rel).numpy()
                 assert decoded.shape == (8, 32, 32, 3)
                 assert np.abs(decoded.astype(float) - clip).mean() < 25     # 4:2:0 chroma on 32-pixel frames
     # and a clip of another item is further from it than its own file is (the check above can fail)
     clip, _ = labeled_clip(1, "train", 0, SMALL)
-    own = np.abs(read_video(a / (a / "train.txt").read_text().split()[0]).astype(float) - clip).mean()
-    other = np.abs(read_video(a / (a / "train.txt").read_text().split()[2]).astype(float) - clip).mean()
+    own = np.abs(decode_all(a / (a / "train.txt").read_text().split()[0]).numpy().astype(float) - clip).mean()
+    other = np.abs(decode_all(a / (a / "train.txt").read_text().split()[2]).numpy().astype(float) - clip).mean()
     assert own < other
 
 
@@ -76,14 +76,14 @@ def test_unlabeled_pool_and_cli(tmp_path):
                  "--no-progress"]) == 0
     lines = (tmp_path / "u" / "unlabeled.txt").read_text().splitlines()
     assert len(lines) == 3 and all(line.endswith(" -1") for line in lines)
-    assert read_video(tmp_path / "u" / lines[0].split()[0]).shape == (8, 32, 32, 3)
+    assert decode_all(tmp_path / "u" / lines[0].split()[0]).numpy().shape == (8, 32, 32, 3)
     assert main(["synth", "--out", str(tmp_path / "bad"), "--size", "31", "--no-progress"]) == 2
     assert main(["synth", "--out", str(tmp_path / "s"), "--num-train", "2", "--num-val", "0", "--num-test", "0",
                  "--frames", "8", "--size", "32", "--backgrounds", "plain", "--textures", "solid",
                  "--no-progress"]) == 0
     cfg = json.loads((tmp_path / "s" / "dataset.json").read_text())["config"]
     assert cfg["backgrounds"] == ["plain"] and cfg["textures"] == ["solid"]
-    frame = read_video(tmp_path / "s" / "train" / CLASSES[0] / "00000.mp4")[0].astype(float)
+    frame = decode_all(tmp_path / "s" / "train" / CLASSES[0] / "00000.mp4").numpy()[0].astype(float)
     assert np.median(np.abs(frame - np.median(frame, axis=(0, 1))).max(-1)) < 12   # mostly one flat colour
     assert main(["synth", "--out", str(tmp_path / "bad2"), "--textures", "solid,plaid", "--no-progress"]) == 2
 
@@ -150,12 +150,3 @@ def test_demo_look_objects_are_big_and_travel_far():
     simple, default = changed(SIMPLE), changed(SMALL)
     assert (simple > 0.03).all() and simple.mean() > 0.1, simple
     assert simple.mean() > 1.3 * default.mean(), (simple.mean(), default.mean())
-
-
-def test_bad_video_gives_clear_error(tmp_path):
-    bad = tmp_path / "broken.mp4"
-    bad.write_bytes(b"not a video")
-    with pytest.raises(ValueError, match="broken.mp4"):
-        read_video(bad)
-    with pytest.raises(FileNotFoundError, match="missing.mp4"):
-        read_video(tmp_path / "missing.mp4")

@@ -45,7 +45,7 @@ class VideoDataset(Dataset):
                  sampling_rate: int = 4, img_size: int = 224, sampling: str = "dense",
                  num_clips: int = 5, num_crops: int = 3, flip: bool = True, num_sample: int = 1,
                  rand_augment: bool = False, skip_bad_videos: bool = False,
-                 short_side: int | None = None, seed: int = 0, scale=(0.08, 1.0),
+                 short_side: int | None = None, seed: int = 0, scale=(0.08, 1.0), ratio=(0.75, 1.3333),
                  class_names: list[str] | None = None, threads: int = 1, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         """`entries_or_list_file`: [(relative_path, label)] or a VideoMAE list file; paths
         are relative to `root` (None: as written). `class_names` default to a classes.txt
@@ -89,7 +89,8 @@ class VideoDataset(Dataset):
         # items whose video is shorter than min_frames (padded); in shared memory, so DataLoader
         # workers' flags reach the main process
         self.padded = torch.zeros(len(self.entries), dtype=torch.bool).share_memory_()
-        self.train_cfg = TrainTransformConfig(img_size=self.img_size, scale=tuple(scale), flip=flip,
+        self.train_cfg = TrainTransformConfig(img_size=self.img_size, scale=tuple(scale), ratio=tuple(ratio),
+                                              flip=flip,
                                               short_side=short_side, rand_augment=rand_augment,
                                               mean=self.mean, std=self.std)
 
@@ -113,6 +114,8 @@ class VideoDataset(Dataset):
         """'<list>:<line>: <path> (missing | empty)' for every listed video that is not there or has
         0 bytes: a cheap check (no decoding) before any work."""
         out = []
+        if self._memory is not None:
+            return out
         for i, where in enumerate(self.where):
             p = self.path(i)
             if not os.path.isfile(p):
@@ -155,6 +158,15 @@ class VideoDataset(Dataset):
         if self.sampling == "dense":
             return sampling.dense_test(video_frames, T, r, self.num_clips)
         return sampling.segment_test(video_frames, T, self.num_clips)
+
+    @classmethod
+    def from_frames(cls, videos, labels=None, **kwargs) -> "VideoDataset":
+        """A dataset over videos already decoded (uint8 (T, H, W, 3) tensors or arrays), e.g. clips
+        rendered in memory; `labels` default to 0."""
+        labels = [0] * len(videos) if labels is None else list(labels)
+        ds = cls([(f"<memory {i}>", int(y)) for i, y in enumerate(labels)], **kwargs)
+        ds._memory = [torch.as_tensor(v) for v in videos]
+        return ds
 
     def _read(self, index: int, path: str, choose):
         """Decode the frames `choose(num_frames)` asks for (from memory when preloaded); flag the item

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, MissingFileError
+from ..errors import ConfigError
 
 # (forward motion, class of the forward clip, class of the reversed clip)
 PAIRS = [("translate_h", "moving_right", "moving_left"),
@@ -272,22 +272,6 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, crf: 
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
-
-
-def read_video(path: str | os.PathLike) -> np.ndarray:
-    """Decode every frame of a video file into (T, H, W, 3) uint8."""
-    import av
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise MissingFileError(f"video not found: {path}")
-    try:
-        with av.open(path) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    except av.error.FFmpegError as e:
-        raise DataError(f"cannot decode video {path}: {e}") from e
-    if not frames:
-        raise DataError(f"video {path} has no frames")
-    return np.stack(frames)
 
 
 def _progress(total: int, desc: str, show: bool):

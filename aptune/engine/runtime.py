@@ -35,8 +35,10 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def resolve_amp(amp: str, device: torch.device):
-    """Autocast dtype: None (fp32) on CPU or with amp=none; for auto on a GPU bf16, or fp16 (with loss
-    scaling) on a GPU without bf16 (before Ampere)."""
+    """Autocast dtype: None (fp32) with amp=none, and for auto/fp16 on the CPU; bf16 when asked for (the
+    CPU too); for auto on a GPU bf16, or fp16 (with loss scaling) on a GPU without bf16 (before Ampere)."""
+    if amp == "bf16":
+        return torch.bfloat16
     if device.type != "cuda" or amp == "none":
         return None
     if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):

@@ -283,8 +283,8 @@ class Trainer:
         self.epoch_sums = torch.zeros(3, dtype=torch.float64)     # loss_sum, correct, count (all ranks)
         self.skipped_epoch, t_epoch = 0, time.time()
         kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
-        bar = progress(range(first, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{o.epochs}", unit="step", initial=first,
-                       total=self.steps_per_epoch, show=self.rt.is_main)
+        bar = progress(range(first, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{o.epochs}", unit="step",
+                       initial=first, total=self.steps_per_epoch, show=self.rt.is_main)
         for step_in_epoch in bar:
             t_step, lr = time.time(), self.lr(self.global_step)
             tot = self.train_step(batches, lr, epoch)
