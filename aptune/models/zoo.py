@@ -9,11 +9,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import ConfigError, UnknownNameError
+from .image_vit import CLIPViTConfig, ImageViT, SupViTConfig
 from .videomae import VisionTransformer, ViTConfig
 
 # family name -> (config class, backbone class); a new family is one entry here
 FAMILIES: dict[str, tuple[type, type]] = {
     "videomae": (ViTConfig, VisionTransformer),
+    "clip": (CLIPViTConfig, ImageViT),     # OpenAI CLIP's vision tower (image_vit.py)
+    "vit": (SupViTConfig, ImageViT),       # the supervised timm / Google ViT
 }
 
 ZOO: dict[str, object] = {
@@ -25,6 +28,15 @@ ZOO: dict[str, object] = {
     "videomae-demo": ViTConfig(embed_dim=192, depth=6, num_heads=3, patch_size=8, num_frames=8, img_size=48),
     # tiny models for tests and smoke runs: head_dim 16, 4 frames of 32x32 -> 2x4x4 = 32 tokens
     "tiny": ViTConfig(embed_dim=64, depth=4, num_heads=4, patch_size=8, num_frames=4, img_size=32),
+    # image backbones (the APT paper's Table 6), 8 frames of 224, each frame its own sequence by default
+    "clip-vit-b16": CLIPViTConfig(embed_dim=768, depth=12, num_heads=12, patch_size=16),
+    "clip-vit-l14": CLIPViTConfig(embed_dim=1024, depth=24, num_heads=16, patch_size=14),
+    "vit-b16": SupViTConfig(embed_dim=768, depth=12, num_heads=12, patch_size=16),
+    # their tiny versions: 4 frames of 32x32 -> 4 x (1 + 16) tokens
+    "tiny-clip": CLIPViTConfig(embed_dim=64, depth=4, num_heads=4, patch_size=8, num_frames=4, img_size=32),
+    "tiny-clip-joint": CLIPViTConfig(embed_dim=64, depth=4, num_heads=4, patch_size=8, num_frames=4, img_size=32,
+                                     layout="joint"),
+    "tiny-vit": SupViTConfig(embed_dim=64, depth=4, num_heads=4, patch_size=8, num_frames=4, img_size=32),
 }
 
 
