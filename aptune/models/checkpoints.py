@@ -209,7 +209,7 @@ def register_format(name: str, description: str, detect, convert, priority: int 
 def formats() -> list[Format]:
     """Every registered format, in detection order (imports the modules that register them)."""
     from .. import methods  # noqa: F401  (method files register their own formats)
-    from . import videomae_formats  # noqa: F401
+    from . import image_vit_formats, videomae_formats  # noqa: F401
     return sorted(_FORMATS.values(), key=lambda f: f.priority)
 
 
