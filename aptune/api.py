@@ -17,21 +17,26 @@ def create_model(model="videomae-vit-b", num_classes: int | None = None,
                  num_frames: int | None = None, img_size: int | None = None,
                  checkpoint: str | os.PathLike | None = None, method: str | None = None,
                  drop_path_rate: float | None = None, head_dropout: float | None = None,
-                 **method_options) -> Backbone:
+                 layout: str | None = None, **method_options) -> Backbone:
     """Build a backbone (zoo name or config), apply a tuning method, load a checkpoint.
 
     The checkpoint may be any supported format; it is read after the method is applied, so a
     checkpoint that carries the method's own parameters (an official APT file) fills them too.
-    `model` may also be a Hugging Face VideoMAE folder: its config.json gives the ViTConfig and,
-    unless `checkpoint` says otherwise, its weights are loaded. The load report (format, loaded,
+    `model` may also be a checkpoint: a Hugging Face folder (its config.json gives the config) or
+    a file whose format states the architecture (CLIP, timm and HF ViT state dicts, OpenAI's
+    TorchScript archives: inferred from the tensor shapes); unless `checkpoint` says otherwise, its
+    weights are loaded. `layout`: the token layout, "frames" or "joint" (None: the backbone's
+    default; image ViTs have both, VideoMAE only joint). The load report (format, loaded,
     skipped, missing, notes) is kept as `model.checkpoint_report`.
     """
     conv = None
-    if isinstance(model, (str, os.PathLike)) and os.path.isdir(model):   # a Hugging Face folder
-        from .models.checkpoints import read_checkpoint
-        conv = read_checkpoint(model)
+    if _is_checkpoint_path(model):
+        conv = _read_checkpoint(model)
         if conv.config is None:
-            raise CheckpointError(f"{model}: its config.json does not describe a backbone aptune can build")
+            what = "its config.json does not describe" if os.path.isdir(model) else \
+                f"the file ({conv.format}) does not state the architecture of"
+            raise CheckpointError(f"{model}: {what} a backbone aptune can build; pass a zoo model name as model "
+                                  "and this path as checkpoint=")
         config = replace(conv.config)
         if checkpoint is None:
             checkpoint = model
@@ -39,6 +44,7 @@ def create_model(model="videomae-vit-b", num_classes: int | None = None,
             conv = None
     else:
         config = get_config(model) if isinstance(model, str) else replace(model)
+    config, _ = resolve_layout(config, layout)
     overrides = {k: v for k, v in dict(num_classes=num_classes, num_frames=num_frames, img_size=img_size,
                                        drop_path_rate=drop_path_rate, head_dropout=head_dropout).items()
                  if v is not None}
@@ -50,9 +56,42 @@ def create_model(model="videomae-vit-b", num_classes: int | None = None,
         apply_method(net, method, make_config(method, **method_options))
     if checkpoint is not None:
         from .models.checkpoints import load_checkpoint
-        net.checkpoint_report = load_checkpoint(net, checkpoint, conv=conv)
+        net.checkpoint_report = load_checkpoint(net, checkpoint, conv=conv or _read_checkpoint(checkpoint))
         net.checkpoint_path = os.fspath(checkpoint)     # recorded by save_adapter
     return net
+
+
+def resolve_layout(config, layout: str | None = None) -> tuple[object, str]:
+    """(config with `layout` applied, the token layout its backbone has). A family whose config has
+    no `layout` field (VideoMAE) has only its backbone's layout; asking for another is a ConfigError
+    naming both."""
+    from .methods.registry import LAYOUTS
+    from .models.zoo import FAMILIES, family_of
+    if layout is not None and layout not in LAYOUTS:
+        raise ConfigError(f"layout {layout!r}: must be one of {', '.join(LAYOUTS)}")
+    if hasattr(config, "layout"):
+        config = config if layout is None else replace(config, layout=layout)
+        return config, config.layout
+    family = family_of(config)
+    fixed = FAMILIES[family][1].layout
+    if layout is not None and layout != fixed:
+        raise ConfigError(f"layout {layout!r}: the {family} backbone has only the {fixed!r} token layout")
+    return config, fixed
+
+
+def _is_checkpoint_path(model) -> bool:
+    """A folder, or a file that is not also a zoo name."""
+    from .models.zoo import ZOO
+    if not isinstance(model, (str, os.PathLike)):
+        return False
+    return os.path.isdir(model) or (os.path.isfile(model) and os.fspath(model) not in ZOO)
+
+
+def _read_checkpoint(path):
+    """checkpoints.read_checkpoint, with OpenAI's TorchScript archives read without running their code."""
+    from .models.checkpoints import read_checkpoint
+    from .models.image_vit_formats import read_torchscript
+    return read_checkpoint(path, read_torchscript(path) if os.path.isfile(path) else None)
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

@@ -49,6 +49,7 @@ class ModelConfig:
     num_classes: int | None = None     # None: taken from the training data
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
+    layout: str | None = None          # token layout: frames | joint; None: the backbone's (image ViTs: frames)
 
 
 @dataclass
@@ -188,6 +189,14 @@ class Config:
             mcfg = make_config(self.method.name, **self.method.options)
         except ConfigError as e:
             bad("method", str(e))
+        from .api import resolve_layout
+        try:
+            _, layout = resolve_layout(vit, self.model.layout)
+        except ConfigError as e:
+            bad("model.layout", str(e))
+        if layout not in spec.layouts:
+            bad("model.layout", f"method {self.method.name!r} does not support the {layout!r} token layout of "
+                f"{self.model.name}; it supports {', '.join(spec.layouts)}")
         layers = getattr(mcfg, "layers", None)
         if layers is not None:
             for i in ([layers] if isinstance(layers, int) else layers):

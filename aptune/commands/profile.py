@@ -27,6 +27,8 @@ HELP = "tunable parameters and GFLOPs (fvcore convention, per view) of each meth
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="videomae-vit-b", help="backbone name from the model zoo")
+    p.add_argument("--layout", choices=("frames", "joint"), default=None,
+                   help="token layout (default: the backbone's; image ViTs: frames, VideoMAE: joint only)")
     p.add_argument("--methods", action="append", default=None, metavar="LIST",
                    help="comma-separated methods, each `name` or `name:opt=val,...` (repeatable); "
                         "default: every registered method (with --sweep: vpt,apt)")
@@ -101,18 +103,26 @@ def apply_sets(specs, sets: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..api import resolve_layout
     from ..io import write_json
-    from ..methods import list_methods
+    from ..methods import get_method, list_methods
+    from ..models.zoo import ZOO, get_config
     from ..profiling.report import MethodSpec, format_sweep_table, format_table, plot_sweep, profile, sweep
 
     for name in ("num_classes", "num_frames", "img_size"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    model, layout = args.model, None          # a path (a Hugging Face folder) goes to create_model as it is
+    if args.model in ZOO or args.layout is not None:
+        config, layout = resolve_layout(get_config(args.model), args.layout)
+        model = args.model if args.layout is None else config
+    unsupported = []            # by default, the methods that refuse this layout are listed, not profiled
     if args.methods:
         specs = parse_methods(args.methods)
     else:
         names = ["vpt", "apt"] if args.sweep else list_methods()
-        specs = [MethodSpec(n) for n in names if n in list_methods()]
+        unsupported = [n for n in names if n in list_methods() and layout not in get_method(n).layouts + (None,)]
+        specs = [MethodSpec(n) for n in names if n in list_methods() and n not in unsupported]
     apply_sets(specs, args.set)
     common = dict(num_classes=args.num_classes, num_frames=args.num_frames, img_size=args.img_size)
 
@@ -120,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         prompts = tuple(int(x) for x in args.prompts.split(",")) if args.prompts else None
         if prompts is not None and any(n < 0 for n in prompts):
             raise ConfigError(f"--prompts: counts must be >= 0, got {args.prompts}")
-        base, points = sweep(args.model, specs, prompts=prompts or (1, 2, 4, 8, 16, 32, 64, 128, 256), **common)
+        base, points = sweep(model, specs, prompts=prompts or (1, 2, 4, 8, 16, 32, 64, 128, 256), **common)
         out = Path(args.out or "profile_out")
         png = plot_sweep(points, out / "sweep.png", base_gflops=base,
                          title=f"{args.model}, {args.num_frames}x{args.img_size}x{args.img_size}, "
@@ -137,15 +147,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {png} and {out / 'sweep.json'}")
         return 0
 
-    rows = profile(args.model, specs, **common)
+    rows = profile(model, specs, **common)
     if args.out:
-        write_json(Path(args.out) / "profile.json", {"model": args.model, **common,
+        write_json(Path(args.out) / "profile.json", {"model": args.model, "layout": layout, **common,
                                                      "rows": [r.to_dict() for r in rows]})
     if args.json:
         for r in rows:
             print(json.dumps(r.to_dict()))
     else:
-        print(f"{args.model}, {args.num_classes} classes, one {args.num_frames}x{args.img_size}x{args.img_size} view "
+        shown = f"{args.model} ({layout} layout)" if layout else args.model
+        print(f"{shown}, {args.num_classes} classes, one {args.num_frames}x{args.img_size}x{args.img_size} view "
               "(GFLOPs: fvcore convention, 1 multiply-add = 1 FLOP)")
         print(format_table(rows))
+        if unsupported:
+            print(f"not profiled: methods without the {layout} token layout")
+            for n in unsupported:
+                print(f"{n}  -  supports {', '.join(get_method(n).layouts)}")
     return 0

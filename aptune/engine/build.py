@@ -56,4 +56,5 @@ def build_model(cfg: Config, num_classes: int, checkpoint: str | bool | None = T
     m = cfg.model
     return create_model(m.name, num_classes=num_classes, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
                         checkpoint=m.checkpoint if checkpoint is True else checkpoint, method=cfg.method.name,
-                        drop_path_rate=m.drop_path_rate, head_dropout=m.head_dropout, **cfg.method.options)
+                        drop_path_rate=m.drop_path_rate, head_dropout=m.head_dropout, layout=m.layout,
+                        **cfg.method.options)
