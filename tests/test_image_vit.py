@@ -23,6 +23,7 @@ transformers = pytest.importorskip("transformers")
 # head_dim 64, so OpenAI's rule (heads = width / 64) holds for the files without a config
 SIZES = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, image_size=32,
              patch_size=8)
+SAME = dict(embed_dim=128, depth=2, num_heads=2, mlp_ratio=2.0, patch_size=8, img_size=32)   # as aptune configs
 
 
 def _perturb(model, seed=0):
@@ -146,11 +147,11 @@ def test_hf_vit_folder_is_not_mistaken_for_videomae(hf_vit):
 
 def test_hf_eps_is_set_when_loading_into_a_zoo_model(hf_vit):
     _, folder = hf_vit
-    cfg = aptune.get_config("vit-b16", embed_dim=128, depth=2, num_heads=2, mlp_ratio=2.0, patch_size=8, img_size=32, num_frames=1)
+    cfg = aptune.get_config("vit-b16", **SAME, num_frames=1)
     model = aptune.create_model(cfg, checkpoint=str(folder))
     assert model.config.norm_eps == 1e-12 and model.blocks[0].norm1.eps == 1e-12 and model.ln_post.eps == 1e-12
     assert any("eps set from config.json" in n for n in model.checkpoint_report["notes"])
-    bad = aptune.get_config("vit-b16", embed_dim=128, depth=2, num_heads=4, mlp_ratio=2.0, patch_size=8, img_size=32)
+    bad = aptune.get_config("vit-b16", **{**SAME, "num_heads": 4})
     with pytest.raises(CheckpointError, match="num_heads is 4 in the model but 2"):
         aptune.create_model(bad, checkpoint=str(folder))
 
@@ -256,7 +257,7 @@ def test_torchscript_archive_read_without_running_it(hf_clip, tmp_path):
     x = images()[:, :, None]
     torch.testing.assert_close(features(from_archive, x), features(from_file, x), rtol=0, atol=0)
     torch.testing.assert_close(features(from_archive, x), clip_features(hf, images()), rtol=0, atol=2e-2)
-    cfg = aptune.get_config("clip-vit-b16", embed_dim=128, depth=2, num_heads=2, mlp_ratio=2.0, patch_size=8, img_size=32)
+    cfg = aptune.get_config("clip-vit-b16", **SAME)
     as_checkpoint = aptune.create_model(cfg, num_frames=1, checkpoint=str(archive))  # checkpoint= path too
     torch.testing.assert_close(features(as_checkpoint, x), features(from_file, x), rtol=0, atol=0)
 
@@ -328,7 +329,7 @@ def test_timm_state_dict_builds_the_architecture_it_implies(hf_vit, tmp_path):
 def test_a_clip_file_does_not_load_into_a_vit(hf_clip, tmp_path):
     hf, _ = hf_clip
     torch.save(to_openai(hf.state_dict(), depth=2), tmp_path / "clip.pt")
-    cfg = aptune.get_config("vit-b16", embed_dim=128, depth=2, num_heads=2, mlp_ratio=2.0, patch_size=8, img_size=32)
+    cfg = aptune.get_config("vit-b16", **SAME)
     with pytest.raises(CheckpointError, match="a clip checkpoint .*cannot load into a vit backbone"):
         aptune.create_model(cfg, checkpoint=str(tmp_path / "clip.pt"))
 
