@@ -21,7 +21,7 @@ from helpers import clip_for, method_model, plain_model
 
 NUM_CLASSES = 5
 # backbone family -> a tiny zoo model of it
-BACKBONES = {"videomae": "tiny"}
+BACKBONES = {"videomae": "tiny", "clip": "tiny-clip", "clip-joint": "tiny-clip-joint", "vit": "tiny-vit"}
 
 
 def _zero_approx_prompts(model):
@@ -39,6 +39,8 @@ IDENTITY = {
     "approx_prompt": ({}, _zero_approx_prompts),                  # P = 0 gives A = 0, exp(0) = 1
     "linear": ({}, None),
     "full": ({}, None),
+    "st_adapter": ({"pre_attn": True}, None),   # conv and fc biases start at zero
+    "aim": ({"norm_per_frame": False}, None),  # adapters' fc2 and the temporal embedding start at zero
 }
 
 PAIRS = [pytest.param(b, m, id=f"{b}-{m}") for b, m in itertools.product(BACKBONES.values(), aptune.list_methods())]
