@@ -39,7 +39,7 @@ IDENTITY = {
     "approx_prompt": ({}, _zero_approx_prompts),                  # P = 0 gives A = 0, exp(0) = 1
     "linear": ({}, None),
     "full": ({}, None),
-    "st_adapter": ({"pre_attn": True}, None),   # conv and fc biases start at zero
+    "st_adapter": ({"pre_attn": True}, None),   # conv weight and bias, both fc biases start at zero
     "aim": ({"norm_per_frame": False}, None),  # adapters' fc2 and the temporal embedding start at zero
 }
 
