@@ -140,6 +140,15 @@ def test_hf_vit_classifier_folder_keeps_its_head_and_class_names(tmp_path):
         torch.testing.assert_close(model(images()[:, :, None]), hf(pixel_values=images()).logits, rtol=0, atol=1e-4)
 
 
+def test_hf_state_dicts_saved_as_files(hf_clip, hf_vit, tmp_path):
+    """model.state_dict() of a transformers model (transformers 5's in-memory names), without config.json."""
+    for (hf, _), ref in ((hf_clip, clip_features), (hf_vit, vit_features)):
+        torch.save(hf.state_dict(), tmp_path / "sd.pth")
+        model = aptune.create_model(str(tmp_path / "sd.pth"), num_frames=1)
+        assert model.config.num_heads == 2 and model.config.norm_eps == (1e-5 if model.family == "clip" else 1e-12)
+        torch.testing.assert_close(features(model, images()[:, :, None]), ref(hf, images()), rtol=0, atol=1e-4)
+
+
 def test_hf_vit_folder_is_not_mistaken_for_videomae(hf_vit):
     _, folder = hf_vit
     assert describe_checkpoint(folder)["format"] == "hf-vit"
