@@ -10,6 +10,7 @@ from .adapters import adapter_state, load_adapter, save_adapter  # noqa: F401  (
 from .errors import CheckpointError, ConfigError
 from .methods import apply_method, make_config
 from .models.backbone import Backbone
+from .models.checkpoints import read_checkpoint
 from .models.zoo import build_backbone, get_config
 
 
@@ -31,7 +32,7 @@ def create_model(model="videomae-vit-b", num_classes: int | None = None,
     """
     conv = None
     if _is_checkpoint_path(model):
-        conv = _read_checkpoint(model)
+        conv = read_checkpoint(model)
         if conv.config is None:
             what = "its config.json does not describe" if os.path.isdir(model) else \
                 f"the file ({conv.format}) does not state the architecture of"
@@ -56,7 +57,7 @@ def create_model(model="videomae-vit-b", num_classes: int | None = None,
         apply_method(net, method, make_config(method, **method_options))
     if checkpoint is not None:
         from .models.checkpoints import load_checkpoint
-        net.checkpoint_report = load_checkpoint(net, checkpoint, conv=conv or _read_checkpoint(checkpoint))
+        net.checkpoint_report = load_checkpoint(net, checkpoint, conv=conv)
         net.checkpoint_path = os.fspath(checkpoint)     # recorded by save_adapter
     return net
 
@@ -85,13 +86,6 @@ def _is_checkpoint_path(model) -> bool:
     if not isinstance(model, (str, os.PathLike)):
         return False
     return os.path.isdir(model) or (os.path.isfile(model) and os.fspath(model) not in ZOO)
-
-
-def _read_checkpoint(path):
-    """checkpoints.read_checkpoint, with OpenAI's TorchScript archives read without running their code."""
-    from .models.checkpoints import read_checkpoint
-    from .models.image_vit_formats import read_torchscript
-    return read_checkpoint(path, read_torchscript(path) if os.path.isfile(path) else None)
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

@@ -19,6 +19,10 @@ class CheckpointError(AptuneError, ValueError):
     """A checkpoint or adapter that cannot be read, is not understood or does not fit the model."""
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A pickled checkpoint needs a type outside the allow-list; nothing from it was executed."""
+
+
 class DataError(AptuneError, ValueError):
     """A dataset, list file or label that cannot be used."""
 

@@ -16,7 +16,7 @@ import aptune
 from aptune.errors import CheckpointError, ConfigError
 from aptune.models.checkpoints import UnsafeCheckpointError, describe_checkpoint
 from aptune.models.image_vit import CLIP_MEAN, CLIP_STD
-from aptune.models.image_vit_formats import read_torchscript
+from aptune.models.torchscript import read_torchscript
 
 transformers = pytest.importorskip("transformers")
 

@@ -103,12 +103,14 @@ def test_vpt_deep_prompts_pay_the_full_block():
 
 
 def test_every_registered_method_counts_the_same_on_meta_and_real_weights():
-    base = macs("tiny", 4)
-    for method in list_methods():
-        meta = total_macs(meta_model("tiny", 4, method=method))
-        real = total_macs(create_model("tiny", num_classes=4, method=method))
+    from aptune.methods import get_method
+    for method in list_methods():       # on a tiny backbone whose token layout the method supports
+        name = "tiny" if "joint" in get_method(method).layouts else "tiny-clip"
+        meta = total_macs(meta_model(name, 4, method=method))
+        real = total_macs(create_model(name, num_classes=4, method=method))
         assert meta == real, method
-        assert meta >= base, method
+        assert meta >= total_macs(meta_model(name, 4)), method
+    base = macs("tiny", 4)
     for method in ("linear", "full"):
         assert total_macs(meta_model("tiny", 4, method=method)) == base
 

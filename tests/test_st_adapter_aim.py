@@ -128,7 +128,7 @@ def test_st_adapter_sees_the_same_grid_in_both_layouts():
         xj = torch.cat((xf.view(2, T, 17, -1)[:, :, 0], xf.view(2, T, 17, -1)[:, :, 1:].flatten(1, 2)), dim=1)
         of, oj = adapter(xf, lf), adapter(xj, lj)
     regrouped = torch.cat((of.view(2, T, 17, -1)[:, :, 0], of.view(2, T, 17, -1)[:, :, 1:].flatten(1, 2)), dim=1)
-    torch.testing.assert_close(oj, regrouped, rtol=0, atol=1e-6)
+    torch.testing.assert_close(oj, regrouped, rtol=1e-6, atol=1e-5)
 
 
 def test_st_adapter_official_counts_by_hand():

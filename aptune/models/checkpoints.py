@@ -1,8 +1,9 @@
 """Checkpoint interop: read any supported file or folder into a built aptune model.
 
     load_checkpoint(model, path)
-      read_checkpoint(path)   file (.pth/.pt/.bin pickle with weights_only=True, .safetensors)
-                              or a Hugging Face folder (config.json, parsed once, + weights)
+      read_checkpoint(path)   file (.pth/.pt/.bin pickle with weights_only=True, .safetensors, a
+                              TorchScript archive read as tensors: torchscript.py) or a Hugging Face
+                              folder (config.json, parsed once, + weights)
       unwrap                  `model` / `module` / `state_dict` wrappers, DDP `module.` prefixes
       convert                 the first registered format whose `detect` accepts the keys turns them
                               into aptune names (a `Converted`)
@@ -29,17 +30,13 @@ from typing import Callable
 
 import torch
 
-from ..errors import CheckpointError, MissingFileError
+from ..errors import CheckpointError, MissingFileError, UnsafeCheckpointError
 
 __all__ = ["load_checkpoint", "read_state", "read_checkpoint", "describe_checkpoint", "safe_torch_load",
            "register_format", "formats", "Converted", "Source", "UnsafeCheckpointError"]
 
 WRAPPERS = ("model", "module", "state_dict", "model_state", "model_state_dict")
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """A pickled checkpoint needs a type outside the allow-list; nothing from it was executed."""
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -94,6 +91,7 @@ def safe_torch_load(path: str | os.PathLike):
 
 
 def _read_file(path: str):
+    from .torchscript import read_torchscript
     with open(path, "rb") as f:
         magic = f.read(16)
     if len(magic) >= 9 and magic[8:9] == b"{":  # safetensors: 8-byte header length, then JSON
@@ -103,7 +101,8 @@ def _read_file(path: str):
             return load_file(path)
         except SafetensorError as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    return safe_torch_load(path)
+    archived = read_torchscript(path)       # TorchScript (OpenAI CLIP .pt): tensors only, no code run
+    return archived if archived is not None else safe_torch_load(path)
 
 
 def _hf_weights(folder: Path) -> dict:
