@@ -429,3 +429,17 @@ def test_one_frame_of_an_eight_frame_model_in_frames_layout():
     joint = aptune.create_model("tiny-clip-joint", num_frames=8).eval()
     with pytest.raises(ValueError, match="num_frames=1"):
         features(joint, x)
+
+
+def test_cached_features_are_refused_when_something_before_pooling_trains(tmp_path):
+    """The joint layout's temporal embedding trains with every method, linear probing included: training
+    the head on cached pooled features would leave it at zero without a word."""
+    from aptune.engine.train import train
+
+    from engine_data import TensorVideos, tiny_cfg
+    cfg = tiny_cfg(tmp_path, method="linear", runtime={"cache_features": True}, model={"name": "tiny-clip-joint"})
+    data = {"train": TensorVideos(8, frames=4), "val": None, "test": None}
+    with pytest.raises(ValueError, match=r"cache_features.*temporal_embed.*joint"):
+        train(cfg, datasets=data)
+    cfg = tiny_cfg(tmp_path / "b", method="linear", runtime={"cache_features": True}, model={"name": "tiny-clip"})
+    assert train(cfg, datasets=data)["global_step"] > 0            # frames layout: nothing before pooling trains

@@ -228,6 +228,11 @@ class Trainer:
         self.net, self.fit_set, self.val_fit = self.model, self.train_set, self.val_set
         if r.cache_features:                            # train the head modules on cached pooled features
             from .features import HeadOnly, extract_features
+            early = [n for n in self.model.tuning.trainable_names if n.startswith(self.model.stem + ("blocks.",))]
+            if early:       # e.g. the joint layout's temporal embedding: the cache would freeze it at its init
+                raise ConfigError(f"runtime.cache_features: {early[:3]} train before the pooling on this "
+                                  f"{self.model.family} backbone ({self.model.layout} layout); cached features "
+                                  "would keep them at their init: set runtime.cache_features=false")
             t0 = time.time()
             self.fit_set = extract_features(self.model, self.train_set, rt, r.cache_views, self.eval_bs,
                                             "train features")
