@@ -173,15 +173,12 @@ class Config:
         """Fail before any work on settings that cannot run, naming the field. `lists`: the list files
         besides train that must exist when set (eval of the test split needs no val list)."""
         from .methods import get_method, list_methods, make_config
-        from .models.zoo import get_config, list_models
 
         def bad(key, msg):
             raise ConfigError(f"{self.source}: {key}: {msg}")
 
         d, o, r = self.data, self.optim, self.runtime
-        if self.model.name not in list_models():
-            bad("model.name", f"unknown model {self.model.name!r}; known: {', '.join(list_models())}")
-        vit = get_config(self.model.name)
+        vit = _check_model_and_clip(self, bad)
         if self.method.name not in list_methods():
             bad("method.name", f"unknown method {self.method.name!r}; known: {', '.join(list_methods())}")
         spec = get_method(self.method.name)
@@ -203,10 +200,6 @@ class Config:
                 if not isinstance(i, int) or not -vit.depth <= i < vit.depth:
                     bad("method.layers", f"block {i!r} is outside {self.model.name}'s {vit.depth} blocks "
                         f"(0..{vit.depth - 1})")
-        if d.num_frames < 1 or d.num_frames % vit.tubelet_size:
-            bad("data.num_frames", f"{d.num_frames} is not a positive multiple of the tubelet size {vit.tubelet_size}")
-        if d.img_size < 1 or d.img_size % vit.patch_size:
-            bad("data.img_size", f"{d.img_size} is not a positive multiple of the patch size {vit.patch_size}")
         if d.sampling not in ("dense", "segment"):
             bad("data.sampling", f"must be dense or segment, got {d.sampling!r}")
         for k in ("sampling_rate", "num_sample", "test_clips", "test_crops"):
@@ -259,17 +252,27 @@ class Config:
             bad("model.checkpoint", f"file not found: {self.model.checkpoint}")
 
 
+def _check_model_and_clip(cfg: Config, bad):
+    """model.name is a zoo model and data's clip fits its tubelet and patch; returns its config."""
+    from .models.zoo import get_config, list_models
+    if cfg.model.name not in list_models():
+        bad("model.name", f"unknown model {cfg.model.name!r}; known: {', '.join(list_models())}")
+    vit, d = get_config(cfg.model.name), cfg.data
+    if d.num_frames < 1 or d.num_frames % vit.tubelet_size:
+        bad("data.num_frames", f"{d.num_frames} is not a positive multiple of the tubelet size {vit.tubelet_size}")
+    if d.img_size < 1 or d.img_size % vit.patch_size:
+        bad("data.img_size", f"{d.img_size} is not a positive multiple of the patch size {vit.patch_size}")
+    return vit
+
+
 def validate_pretrain(cfg: Config, need_videos: bool = True) -> None:
     """What `aptune pretrain` needs, checked before any work, naming the field (`need_videos`: that
     data.train_list names videos; False when they come decoded)."""
-    from .models.zoo import get_config, list_models
 
     def bad(key, msg):
         raise ConfigError(f"{cfg.source}: {key}: {msg}")
     p, d, o = cfg.pretrain, cfg.data, cfg.optim
-    if cfg.model.name not in list_models():
-        bad("model.name", f"unknown model {cfg.model.name!r}; known: {', '.join(list_models())}")
-    vit = get_config(cfg.model.name)
+    _check_model_and_clip(cfg, bad)
     if not 0.0 < p.mask_ratio < 1.0:
         bad("pretrain.mask_ratio", f"must be in (0, 1), got {p.mask_ratio}")
     for k in ("decoder_dim", "decoder_depth", "decoder_heads"):
@@ -279,10 +282,6 @@ def validate_pretrain(cfg: Config, need_videos: bool = True) -> None:
         bad("pretrain.decoder_dim", f"{p.decoder_dim} is not divisible by pretrain.decoder_heads {p.decoder_heads}")
     if not 0.0 < p.min_crop <= 1.0:
         bad("pretrain.min_crop", f"must be in (0, 1], got {p.min_crop}")
-    if d.num_frames < 1 or d.num_frames % vit.tubelet_size:
-        bad("data.num_frames", f"{d.num_frames} is not a positive multiple of the tubelet size {vit.tubelet_size}")
-    if d.img_size < 1 or d.img_size % vit.patch_size:
-        bad("data.img_size", f"{d.img_size} is not a positive multiple of the patch size {vit.patch_size}")
     for k in ("epochs", "batch_size"):
         if getattr(o, k) < 1:
             bad(f"optim.{k}", f"must be >= 1, got {getattr(o, k)}")
