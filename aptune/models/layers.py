@@ -8,9 +8,10 @@ the patch-token grid):
     Block.tokens_in     (x, layout) -> (x', layout')  before the block (VPT joins prompt tokens)
     Block.pre_attn      (x, layout) -> x'             the residual stream before attention
                                                         (an adapter adds its own residual: ST-Adapter)
-    Block.kv_prompts    (layout) -> (k, v)            extra keys/values joined to attention (APT),
+    Block.kv_prompts    (layout) -> (k, v[, mask])    extra keys/values joined to attention (APT),
                                                         each (m, head_dim) or broadcastable to
-                                                        (B, H, m, head_dim)
+                                                        (B, H, m, head_dim); mask (B, m) bool, False =
+                                                        padding that takes no softmax mass
     Block.attn_adapter  (h, a, layout) -> a'          rewrites the attention output a, given its input
                                                         h = norm1(x) (Approximated Prompt Tuning)
     Block.pre_mlp       (x, layout) -> x'             the residual stream after attention, before the MLP
@@ -31,7 +32,7 @@ Every projection is called as a submodule (`self.qkv(x)`), so wrappers such as L
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn as nn
@@ -48,6 +49,8 @@ class TokenLayout:
     prompts: prompt tokens right after the prefix (VPT)
     folded:  frames are folded into the batch axis: S = clips * frames and each sequence is one
              frame (grid (1, h, w)); otherwise S = clips
+    key_mask: None, or (S, L) bool: False marks padding tokens no query may attend to (prompts of
+             different lengths in a mixed-task batch, aptune.multitask); None = every token is real
     Sequence order: [prefix | prompts | patches (t, h, w)].
     """
     frames: int
@@ -55,6 +58,7 @@ class TokenLayout:
     prefix: int = 0
     prompts: int = 0
     folded: bool = False
+    key_mask: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_patches(self) -> int:
@@ -162,7 +166,9 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, extra_kv: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(self, x: torch.Tensor, extra_kv: tuple | None = None, key_mask: torch.Tensor | None = None):
+        """x (B, N, C); extra_kv (k, v) or (k, v, mask); key_mask (B, N) bool or None. A key whose mask is
+        False takes no softmax mass (as if it were not there); without masks the fused kernel runs unmasked."""
         B, N, C = x.shape
         qkv = self.qkv(x)                                                   # (B, N, 3C)
         if self.q_bias is not None:
@@ -172,8 +178,10 @@ class Attention(nn.Module):
         H, hd = self.num_heads, self.head_dim
         qkv = qkv.view(B, N, 3, H, hd).permute(2, 0, 3, 1, 4)              # (3, B, H, N, hd), a view
         q, kv = qkv[0], qkv[1:]                                             # (B, H, N, hd), (2, B, H, N, hd)
+        extra_mask = None
         if extra_kv is not None:
-            pk, pv = extra_kv                                               # (m, hd) or (B|1, H|1, m, hd)
+            pk, pv, *rest = extra_kv                                        # (m, hd) or (B|1, H|1, m, hd)
+            extra_mask = rest[0] if rest else None                          # (B, m) bool or None
             m = pk.shape[-2]
             pk, pv = torch.broadcast_tensors(pk, pv)
             lead = (1,) * (4 - pk.ndim)                                     # left-pad to (B|1, H|1, m, hd)
@@ -181,11 +189,17 @@ class Attention(nn.Module):
             pkv = pkv.expand(2, B, H, m, hd)                                # a view, no per-sample copy
             kv = torch.cat((kv, pkv), dim=3)                                # (2, B, H, N + m, hd): one copy
         k, v = kv.unbind(0)
+        mask = None
+        if key_mask is not None or extra_mask is not None:                 # (B, N [+ m]) bool, True = attend
+            parts = [key_mask if key_mask is not None else x.new_ones(B, N, dtype=torch.bool)]
+            if extra_kv is not None:
+                parts.append(extra_mask if extra_mask is not None else x.new_ones(B, m, dtype=torch.bool))
+            mask = torch.cat(parts, dim=1)[:, None, None, :]              # (B, 1, 1, keys)
         p = self.attn_drop.p if self.attn_drop.training else 0.0
         # CPU and CUDA both pick a fused (flash / memory-efficient) kernel here, with or without
         # prompts: q, k, v only need a unit stride on the last dim, and the output
         # comes back as (B, N, H, hd) memory, so the reshape below is free
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)          # (B, H, N, hd)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)   # (B, H, N, hd)
         out = out.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(out))
 
@@ -253,7 +267,7 @@ class Block(nn.Module):
 
     def attention(self, h: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """The attention branch on normalised input h (with kv_prompts and attn_adapter)."""
-        a = self.attn(h, self.kv_prompts(layout) if self.kv_prompts is not None else None)
+        a = self.attn(h, self.kv_prompts(layout) if self.kv_prompts is not None else None, layout.key_mask)
         if self.attn_adapter is not None:
             a = self.attn_adapter(h, a, layout)
         return a
