@@ -3,10 +3,11 @@ from .api import count_parameters, create_model, load_adapter, print_trainable_p
 from .errors import AptuneError
 from .methods import apply_method, list_methods
 from .models import Backbone, VisionTransformer, ViTConfig, get_config, list_models
+from .multitask import MultiTaskModel, load_adapters
 from .profiling import count_flops
 
 __version__ = "0.1.0"
 
-__all__ = ["AptuneError", "Backbone", "ViTConfig", "VisionTransformer", "apply_method", "count_flops",
-           "count_parameters", "create_model", "get_config", "list_methods", "list_models", "load_adapter",
-           "print_trainable_parameters", "save_adapter"]
+__all__ = ["AptuneError", "Backbone", "MultiTaskModel", "ViTConfig", "VisionTransformer", "apply_method",
+           "count_flops", "count_parameters", "create_model", "get_config", "list_methods", "list_models",
+           "load_adapter", "load_adapters", "print_trainable_parameters", "save_adapter"]

@@ -43,10 +43,12 @@ def adapter_state(model) -> dict[str, torch.Tensor]:
     return {n: params[n].detach().contiguous().cpu() for n in model.tuning.trainable_names}
 
 
-def backbone_fingerprint(model) -> str:
+def backbone_fingerprint(model, skip: set[str] | None = None) -> str:
     """sha256 over the frozen tensors (name, shape, float32 bytes), sorted by name: the same weights
-    give the same fingerprint whatever file format they came from."""
+    give the same fingerprint whatever file format they came from. `skip`: names to leave out (default:
+    what the model's method trains)."""
     trainable = set(model.tuning.trainable_names) if model.tuning is not None else set()
+    trainable |= skip or set()
     h = hashlib.sha256()
     state = model.state_dict()
     for name in sorted(state):

@@ -3,6 +3,10 @@
 The clip shape (frames, size, sampling, stride) and normalisation default to what the adapter
 recorded when it was trained; the backbone defaults to the file it recorded. Asking for another
 clip shape works, with a warning.
+
+Several tasks at once: `--adapter ucf101=runs/ucf101/adapter --adapter hmdb51=runs/hmdb51/adapter`
+loads one backbone with every adapter on it (aptune.multitask), decodes each video once and runs
+all tasks' views in one mixed batch; it prints the top classes per task.
 """
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ HELP = "predict the top classes of a video (or every video in a folder) with a t
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="a video file or a folder of videos")
-    p.add_argument("--adapter", required=True, metavar="DIR", help="adapter folder saved by `aptune train`")
+    p.add_argument("--adapter", required=True, action="append", metavar="[TASK=]DIR",
+                   help="adapter folder saved by `aptune train`; repeat as TASK=DIR to run several tasks on one "
+                        "backbone in one pass")
     p.add_argument("--checkpoint", metavar="FILE",
                    help="backbone weights (default: the file the adapter records it was trained on)")
     p.add_argument("--random-backbone", action="store_true",
@@ -52,26 +58,71 @@ def clip_settings(recorded: dict | None, asked: dict) -> tuple[dict, list[str]]:
     return out, warnings
 
 
+def _views(config, paths: list[Path], clips: int, crops: int, clip: dict):
+    """The test views of each video, decoded once: a dataset whose item i is ((V, 3, T, S, S), label)."""
+    from ..data.datasets import VideoDataset
+    norm = {k: tuple(clip[k]) for k in ("mean", "std") if clip.get(k)}
+    return VideoDataset([(str(p), 0) for p in paths], mode="test", num_frames=clip["num_frames"] or config.num_frames,
+                        sampling_rate=clip["sampling_rate"], img_size=clip["img_size"] or config.img_size,
+                        sampling=clip["sampling"], num_clips=clips, num_crops=crops, **norm)
+
+
+def _top(probs, names, top: int) -> list:
+    val, idx = probs.topk(min(top, probs.numel()))
+    return [(names[j], float(v)) for v, j in zip(val.tolist(), idx.tolist())]
+
+
 def predict_videos(model, paths: list[Path], clips: int, crops: int, clip: dict, top: int = 5) -> list[dict]:
     """[{"video", "top": [(class_name, probability), ...]}] with softmax averaged over clips x crops views."""
     import torch
 
-    from ..data.datasets import VideoDataset
     from ..engine.evaluate import average_views
-    c = model.config
-    norm = {k: tuple(clip[k]) for k in ("mean", "std") if clip.get(k)}
-    ds = VideoDataset([(str(p), 0) for p in paths], mode="test", num_frames=clip["num_frames"] or c.num_frames,
-                      sampling_rate=clip["sampling_rate"], img_size=clip["img_size"] or c.img_size,
-                      sampling=clip["sampling"], num_clips=clips, num_crops=crops, **norm)
-    names = getattr(model, "class_names", None) or [str(i) for i in range(c.num_classes)]
+    ds = _views(model.config, paths, clips, crops, clip)
+    names = getattr(model, "class_names", None) or [str(i) for i in range(model.config.num_classes)]
     model.eval()
     out = []
     with torch.no_grad():
         for i, p in enumerate(paths):
             views = ds[i][0]                                   # (V, 3, T, S, S)
-            probs = average_views(model(views))                # (C,)
-            val, idx = probs.topk(min(top, probs.numel()))
-            out.append({"video": str(p), "top": [(names[j], float(v)) for v, j in zip(val.tolist(), idx.tolist())]})
+            out.append({"video": str(p), "top": _top(average_views(model(views)), names, top)})
+    return out
+
+
+def predict_tasks(mt, paths: list[Path], clips: int, crops: int, clip: dict, top: int = 5) -> list[dict]:
+    """[{"video", "task", "top"}] for every video and task of the MultiTaskModel `mt`: each video is
+    decoded once, and the views of all tasks go through the backbone as one mixed batch."""
+    import torch
+
+    from ..engine.evaluate import average_views
+    ds = _views(mt.backbone.config, paths, clips, crops, clip)
+    tasks = mt.tasks
+    out = []
+    with torch.no_grad():
+        for i, p in enumerate(paths):
+            views = ds[i][0]                                   # (V, 3, T, S, S)
+            V = views.shape[0]
+            logits = mt(views.repeat(len(tasks), 1, 1, 1, 1), [t for t in tasks for _ in range(V)])
+            for k, t in enumerate(tasks):
+                task = mt.task(t)
+                names = task.class_names or [str(j) for j in range(task.num_classes)]
+                probs = average_views(torch.stack(logits[k * V:(k + 1) * V]))
+                out.append({"video": str(p), "task": t, "top": _top(probs, names, top)})
+    return out
+
+
+def parse_adapters(values: list[str]) -> dict[str, str] | None:
+    """{task: folder} for TASK=DIR values; None for one plain DIR (the single-adapter command)."""
+    from ..errors import ConfigError
+    if len(values) == 1 and ("=" not in values[0] or Path(values[0]).exists()):
+        return None
+    out = {}
+    for v in values:
+        name, sep, directory = v.partition("=")
+        if not sep or not name or not directory:
+            raise ConfigError(f"--adapter {v!r}: with several adapters each must be TASK=DIR")
+        if name in out:
+            raise ConfigError(f"--adapter: task {name!r} given twice ({out[name]} and {directory})")
+        out[name] = directory
     return out
 
 
@@ -92,19 +143,51 @@ def run(args: argparse.Namespace) -> int:
 
     from ..adapters import load_adapter
     from ..console import warn
+    from ..errors import ConfigError
     paths = find_videos(args.path)
-    model = load_adapter(args.adapter, checkpoint=args.checkpoint, allow_random_backbone=args.random_backbone,
-                         allow_other_backbone=args.allow_other_backbone)
-    clip, warnings = clip_settings(model.adapter_meta.get("clip"), {
-        "num_frames": args.num_frames, "img_size": args.img_size, "sampling": args.sampling,
-        "sampling_rate": args.sampling_rate})
+    asked = {"num_frames": args.num_frames, "img_size": args.img_size, "sampling": args.sampling,
+             "sampling_rate": args.sampling_rate}
+    tasks = parse_adapters(args.adapter)
+    if tasks is None:
+        source = args.adapter[0]
+        model = load_adapter(source, checkpoint=args.checkpoint, allow_random_backbone=args.random_backbone,
+                             allow_other_backbone=args.allow_other_backbone)
+        recorded = model.adapter_meta.get("clip")
+    else:
+        from ..multitask import load_adapters
+        if args.random_backbone:
+            raise ConfigError("--random-backbone works with one adapter; several tasks share a real backbone")
+        model = load_adapters(tasks, checkpoint=args.checkpoint, allow_other_backbone=args.allow_other_backbone)
+        source, recorded = ", ".join(tasks.values()), model.task(model.tasks[0]).clip
+        _warn_sampling(model)
+    clip, warnings = clip_settings(recorded, asked)
     for w in warnings:
-        warn(f"{args.adapter}: {w}")
-    for r in predict_videos(model, paths, args.clips, args.crops, clip, args.top):
+        warn(f"{source}: {w}")
+    results = (predict_videos(model, paths, args.clips, args.crops, clip, args.top) if tasks is None else
+               predict_tasks(model, paths, args.clips, args.crops, clip, args.top))
+    last = None
+    for r in results:
         if args.json:
             print(json.dumps(r))
-        else:
+            continue
+        if r["video"] != last:
             print(r["video"])
-            for name, p in r["top"]:
-                print(f"  {p:7.2%}  {name}")
+            last = r["video"]
+        if "task" in r:
+            print(f"  [{r['task']}]")
+        for name, p in r["top"]:
+            print(f"  {p:7.2%}  {name}")
     return 0
+
+
+def _warn_sampling(mt) -> None:
+    """One decode serves every task: say so when the tasks were trained with other frame sampling."""
+    from ..console import warn
+    first = mt.task(mt.tasks[0])
+    for t in mt.tasks[1:]:
+        other = mt.task(t)
+        for key in ("sampling", "sampling_rate"):
+            a, b = first.clip.get(key), other.clip.get(key)
+            if a is not None and b is not None and a != b:
+                warn(f"task {t!r} was trained with {key}={b}, task {first.name!r} with {key}={a}: "
+                     f"every task sees the clips of {first.name!r}")

@@ -1,0 +1,252 @@
+"""Many tasks on one frozen backbone (aptune.multitask): mixed batches equal each task's own model."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+import aptune
+from aptune.errors import CheckpointError, ConfigError, UnknownNameError
+from aptune.models.layers import Attention
+from aptune.multitask import load_adapters
+
+# (task, method, options, classes) on the tiny backbones (4 blocks): APT of two lengths on different
+# block ranges, VPT deep and shallow, AdaptFormer, LoRA on two targets, Approximated PT, linear probing
+TASKS = [
+    ("apt4", "apt", {"num_prompts": 4}, 3),
+    ("apt7_mid", "apt", {"num_prompts": 7, "layers": [1, 2], "reparam": False}, 5),
+    ("vpt_deep", "vpt", {"num_prompts": 3}, 4),
+    ("vpt_shallow", "vpt", {"num_prompts": 5, "deep": False, "layers": [1, 2, 3]}, 2),
+    ("adaptformer", "adaptformer", {"bottleneck": 8}, 6),
+    ("lora", "lora", {"rank": 4, "targets": ["qkv", "fc1"], "layers": [0, 2]}, 3),
+    ("approx", "approx_prompt", {"num_prompts": 6, "rank": 2}, 4),
+    ("linear", "linear", {}, 7),
+]
+
+
+def backbone_file(path, model="tiny", seed=0):
+    torch.manual_seed(seed)
+    net = aptune.create_model(model)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    save_file(net.state_dict(), str(path))
+    return path
+
+
+def make_adapter(directory, backbone, method, options, classes, model="tiny", seed=0, **create):
+    """An adapter whose every tensor is random (so zero-init branches such as LoRA's B count too)."""
+    torch.manual_seed(seed)
+    net = aptune.create_model(model, num_classes=classes, checkpoint=backbone, method=method, **options, **create)
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn_like(p) * 0.3 + (1.0 if n.endswith("scale") else 0.0))
+    aptune.save_adapter(net, directory, class_names=[f"{directory.name}-{i}" for i in range(classes)])
+    return directory
+
+
+@pytest.fixture(scope="module", params=["tiny", "tiny-clip"])
+def adapters(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(request.param)
+    ckpt = backbone_file(tmp / "backbone.safetensors", request.param)
+    dirs = {name: make_adapter(tmp / name, ckpt, method, opts, classes, request.param, seed=i)
+            for i, (name, method, opts, classes) in enumerate(TASKS)}
+    return {"model": request.param, "ckpt": ckpt, "dirs": dirs, "tmp": tmp}
+
+
+def video(n, seed=0):
+    return torch.randn(n, 3, 4, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def test_mixed_batch_equals_each_tasks_own_model(adapters):
+    mt = load_adapters(adapters["dirs"], checkpoint=adapters["ckpt"])
+    names = [t[0] for t in TASKS]
+    order = names + names[::-1][:4]                         # 12 clips, every task, some twice
+    x = video(len(order))
+    with torch.no_grad():
+        outs = mt(x, tasks=order)
+        for i, task in enumerate(order):                    # the plain loop: each clip through its own model
+            own = aptune.load_adapter(adapters["dirs"][task], checkpoint=adapters["ckpt"]).eval()
+            want = own(x[i:i + 1])[0]
+            classes = dict((t[0], t[3]) for t in TASKS)[task]
+            assert outs[i].shape == (classes,)
+            torch.testing.assert_close(outs[i], want, atol=1e-5, rtol=1e-5, msg=f"clip {i} task {task}")
+
+
+def test_padding_is_invisible(adapters):
+    """An APT adapter with 4 prompts gives the same logits alone and in a batch padded to 7 prompts
+    (and a VPT adapter with 3 prompts in a batch padded to 5): padding takes no softmax mass."""
+    mt = load_adapters(adapters["dirs"], checkpoint=adapters["ckpt"])
+    x = video(2, seed=3)
+    with torch.no_grad():
+        alone = mt(x[:1], tasks=["apt4"])[0]
+        padded = mt(x, tasks=["apt4", "apt7_mid"])[0]
+        torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+        alone = mt(x[:1], tasks="vpt_deep")[0]
+        padded = mt(x, tasks=["vpt_deep", "vpt_shallow"])[0]
+        torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_attention_equals_attention_over_the_real_keys_only():
+    """Attention with padded prompts and a key mask, against an explicit softmax over the real keys."""
+    torch.manual_seed(0)
+    attn = Attention(32, 4).eval()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    B, N, M, H, hd = 2, 5, 3, 4, 8
+    x = torch.randn(B, N, 32)
+    pk, pv = torch.randn(B, 1, M, hd), torch.randn(B, 1, M, hd)
+    pmask = torch.tensor([[True, False, False], [True, True, True]])
+    kmask = torch.tensor([[True] * N, [True, True, False, True, True]])
+    with torch.no_grad():
+        got = attn(x, (pk, pv, pmask), kmask)
+        qkv = F.linear(x, attn.qkv.weight) + torch.cat((attn.q_bias, torch.zeros(32), attn.v_bias))
+        q, k, v = qkv.view(B, N, 3, H, hd).permute(2, 0, 3, 1, 4)
+        for b in range(B):
+            keys = torch.cat((k[b][:, kmask[b]], pk[b].expand(H, M, hd)[:, pmask[b]]), dim=1)
+            vals = torch.cat((v[b][:, kmask[b]], pv[b].expand(H, M, hd)[:, pmask[b]]), dim=1)
+            w = torch.softmax(q[b] @ keys.transpose(-1, -2) / hd ** 0.5, dim=-1)
+            want = attn.proj((w @ vals).transpose(0, 1).reshape(N, 32))
+            torch.testing.assert_close(got[b], want, atol=1e-5, rtol=1e-5)
+
+
+def test_add_and_remove_cost_exactly_the_adapters_tensors(adapters):
+    from safetensors.torch import load_file
+    dirs = adapters["dirs"]
+    mt = load_adapters({"apt4": dirs["apt4"]}, checkpoint=adapters["ckpt"])
+    base = sum(p.numel() for p in mt.parameters())
+    sizes = {t: sum(v.numel() for v in load_file(str(d / "adapter.safetensors")).values()) for t, d in dirs.items()}
+    for t in ("lora", "vpt_shallow", "linear"):
+        mt.add_adapter(t, dirs[t])
+    assert mt.tasks == ["apt4", "lora", "vpt_shallow", "linear"]
+    assert sum(p.numel() for p in mt.parameters()) == base + sizes["lora"] + sizes["vpt_shallow"] + sizes["linear"]
+    x = video(2, seed=5)
+    with torch.no_grad():
+        before = mt(x, tasks=["lora", "linear"])
+        mt.remove_adapter("vpt_shallow")
+        after = mt(x, tasks=["lora", "linear"])
+    assert sum(p.numel() for p in mt.parameters()) == base + sizes["lora"] + sizes["linear"]
+    assert mt.tasks == ["apt4", "lora", "linear"]
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(UnknownNameError, match="vpt_shallow.*apt4, lora, linear"):
+        mt(x[:1], tasks=["vpt_shallow"])
+
+
+def test_eight_vit_s_apt_tasks_cost_under_five_percent_of_the_backbone(tmp_path):
+    """ViT-S (16x224): each APT task (the paper's small prompt sets, UCF/HMDB/SSv2 class counts) adds
+    only its own tensors; eight of them stay under 5% of the backbone's parameters."""
+    from safetensors.torch import load_file
+    ckpt = backbone_file(tmp_path / "vit-s.safetensors", "videomae-vit-s")
+    dirs, own = {}, 0
+    for i, (m, classes) in enumerate([(8, 101), (16, 51), (32, 174), (50, 101)] * 2):
+        d = make_adapter(tmp_path / f"task{i}", ckpt, "apt", {"num_prompts": m}, classes, "videomae-vit-s", seed=i)
+        dirs[f"task{i}"] = d
+        own += sum(v.numel() for v in load_file(str(d / "adapter.safetensors")).values())
+    mt = load_adapters(dirs, checkpoint=ckpt)
+    backbone = sum(p.numel() for n, p in mt.backbone.named_parameters() if ".tasks." not in n)
+    total = sum(p.numel() for p in mt.parameters())
+    assert total == backbone + own                      # the backbone's weights are held once
+    assert backbone == sum(p.numel() for p in aptune.create_model("videomae-vit-s").parameters())
+    assert own < 0.05 * backbone, f"{own / backbone:.2%}"
+
+
+# ---- errors ------------------------------------------------------------------------------------
+def test_wrong_batches_and_task_names_are_errors(adapters):
+    mt = load_adapters({"apt4": adapters["dirs"]["apt4"]}, checkpoint=adapters["ckpt"])
+    with pytest.raises(ConfigError, match="2 names for a batch of 3"):
+        mt(video(3), tasks=["apt4", "apt4"])
+    with pytest.raises(UnknownNameError, match="'hmdb'.*apt4"):
+        mt(video(2), tasks=["apt4", "hmdb"])
+    with pytest.raises(ConfigError, match="already loaded"):
+        mt.add_adapter("apt4", adapters["dirs"]["lora"])
+    with pytest.raises(UnknownNameError, match="'nope'"):
+        mt.remove_adapter("nope")
+    with pytest.raises(ConfigError, match="inference"):
+        mt.train()
+
+
+def test_full_fine_tuning_is_refused(adapters, tmp_path):
+    d = make_adapter(tmp_path / "full", adapters["ckpt"], "full", {}, 3, adapters["model"])
+    with pytest.raises(ConfigError, match=r"'ft'.*full.*whole backbone"):
+        load_adapters({"apt4": adapters["dirs"]["apt4"], "ft": d}, checkpoint=adapters["ckpt"])
+
+
+def test_adapters_of_another_backbone_are_refused_naming_both(adapters, tmp_path):
+    other = backbone_file(tmp_path / "other.safetensors", adapters["model"], seed=9)
+    d = make_adapter(tmp_path / "elsewhere", other, "apt", {"num_prompts": 2}, 3, adapters["model"])
+    with pytest.raises(CheckpointError, match=r"'elsewhere'.*other\.safetensors.*backbone\.safetensors"):
+        load_adapters({"apt4": adapters["dirs"]["apt4"], "elsewhere": d}, checkpoint=adapters["ckpt"])
+    mt = load_adapters({"apt4": adapters["dirs"]["apt4"], "elsewhere": d}, checkpoint=adapters["ckpt"],
+                       allow_other_backbone=True)
+    assert mt.tasks == ["apt4", "elsewhere"]
+    with pytest.raises(CheckpointError, match=r"'apt4'.*backbone\.safetensors.*other\.safetensors"):
+        load_adapters({"apt4": adapters["dirs"]["apt4"]}, checkpoint=other)
+
+
+def test_adapters_of_another_clip_size_are_refused_naming_both(adapters, tmp_path):
+    d = make_adapter(tmp_path / "big", adapters["ckpt"], "apt", {"num_prompts": 2}, 3, adapters["model"],
+                     num_frames=8)
+    with pytest.raises(ConfigError, match=r"'big'.*num_frames=8.*'apt4'.*num_frames=4"):
+        load_adapters({"apt4": adapters["dirs"]["apt4"], "big": d}, checkpoint=adapters["ckpt"])
+
+
+def test_methods_that_change_the_frozen_stream_are_refused(tmp_path):
+    ckpt = backbone_file(tmp_path / "clip.safetensors", "tiny-clip")
+    for method, opts in [("st_adapter", {}), ("aim", {})]:
+        d = make_adapter(tmp_path / method, ckpt, method, opts, 3, "tiny-clip")
+        with pytest.raises(ConfigError, match=rf"'{method}'.*(pre_attn|pre_mlp|wrap) seam"):
+            load_adapters({method: d}, checkpoint=ckpt)
+    ckpt = backbone_file(tmp_path / "joint.safetensors", "tiny-clip-joint")
+    d = make_adapter(tmp_path / "joint", ckpt, "apt", {"num_prompts": 2}, 3, "tiny-clip-joint")
+    with pytest.raises(ConfigError, match=r"'joint'.*temporal_embed.*before the blocks"):
+        load_adapters({"joint": d}, checkpoint=ckpt)
+
+
+def test_a_missing_recorded_backbone_is_an_error(adapters, tmp_path):
+    import shutil
+    ckpt = tmp_path / "moved.safetensors"
+    shutil.copy(adapters["ckpt"], ckpt)
+    d = make_adapter(tmp_path / "a", ckpt, "apt", {"num_prompts": 2}, 3, adapters["model"])
+    ckpt.unlink()
+    with pytest.raises(FileNotFoundError, match=r"'a'.*moved\.safetensors"):
+        load_adapters({"a": d})
+    assert load_adapters({"a": d}, checkpoint=adapters["ckpt"]).tasks == ["a"]
+
+
+# ---- command line --------------------------------------------------------------------------------
+def test_predict_prints_each_tasks_top_classes_from_one_decode(adapters, tmp_path, capsys, monkeypatch):
+    from aptune.cli import main
+    from aptune.data.datasets import VideoDataset
+
+    from videos import make_video
+    if adapters["model"] != "tiny":
+        pytest.skip("one backbone family is enough for the command line")
+    clip = tmp_path / "clip.mp4"
+    make_video(clip, num_frames=12)
+    dirs = adapters["dirs"]
+    decodes = []
+    real = VideoDataset.__getitem__
+    monkeypatch.setattr(VideoDataset, "__getitem__", lambda self, i: decodes.append(i) or real(self, i))
+    args = ["predict", str(clip), "--checkpoint", str(adapters["ckpt"]), "--adapter", f"a={dirs['apt4']}",
+            "--adapter", f"v={dirs['vpt_deep']}", "--top", "2", "--clips", "1", "--crops", "1", "--json"]
+    assert main(args) == 0
+    assert len(decodes) == 1
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["task"] for r in rows] == ["a", "v"]
+    assert all(r["video"] == str(clip) and len(r["top"]) == 2 for r in rows)
+    assert rows[0]["top"][0][0].startswith("apt4-") and rows[1]["top"][0][0].startswith("vpt_deep-")
+    # the same answer as the one-adapter command
+    assert main(["predict", str(clip), "--checkpoint", str(adapters["ckpt"]), "--adapter", str(dirs["vpt_deep"]),
+                 "--top", "2", "--clips", "1", "--crops", "1", "--json"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert [n for n, _ in single["top"]] == [n for n, _ in rows[1]["top"]]
+    assert [p for _, p in single["top"]] == pytest.approx([p for _, p in rows[1]["top"]], abs=1e-5)
+    assert main(["predict", str(clip), "--checkpoint", str(adapters["ckpt"]), "--adapter", f"a={dirs['apt4']}",
+                 "--adapter", f"a={dirs['lora']}"]) == 2
+    assert "task 'a'" in capsys.readouterr().err
