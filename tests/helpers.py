@@ -1,4 +1,4 @@
-"""Small helpers shared by the model tests."""
+"""Small helpers shared by the tests."""
 import torch
 
 
@@ -42,3 +42,14 @@ def clip_for(model, b: int = 2):
     """A random clip batch of the model's configured clip size."""
     c = model.config
     return torch.randn(b, c.in_chans, c.num_frames, c.img_size, c.img_size)
+
+
+class FixedDraw:
+    """Stands in for random.Random: randrange returns the given values in turn."""
+
+    def __init__(self, *values):
+        self.values, self.calls = list(values), []
+
+    def randrange(self, *args):
+        self.calls.append(args)
+        return self.values.pop(0)

@@ -11,6 +11,7 @@ from aptune.data import sampling as S
 from aptune.data import transforms as TR
 from aptune.data.decode import decode_all
 
+from helpers import FixedDraw
 from videos import frame_index, make_video
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)
@@ -21,17 +22,6 @@ U8_TOL = 1.01 / 255 / 0.224  # resizing runs on uint8: at most one level from th
 # ------------------------------------------------------------------ sampling
 # (the authors' rules over many lengths, and videos read back by frame index, are in
 # test_sampling_protocol.py; these are small cases worked by hand)
-class FixedDraw:
-    """Stands in for random.Random: randrange returns the given values in turn."""
-
-    def __init__(self, *values):
-        self.values, self.calls = list(values), []
-
-    def randrange(self, *args):
-        self.calls.append(args)
-        return self.values.pop(0)
-
-
 def test_dense_test_clips_at_multiples_of_the_stride():
     # 100 frames, 16 x 4 -> buffer 0, 4, ..., 96 (25 entries), room 9; 5 clips: int(k * 2.25)
     clips = S.dense_test(100, 16, 4, 5)

@@ -250,3 +250,23 @@ def test_predict_prints_each_tasks_top_classes_from_one_decode(adapters, tmp_pat
     assert main(["predict", str(clip), "--checkpoint", str(adapters["ckpt"]), "--adapter", f"a={dirs['apt4']}",
                  "--adapter", f"a={dirs['lora']}"]) == 2
     assert "task 'a'" in capsys.readouterr().err
+
+
+def test_the_benchmark_agrees_with_the_per_task_models(tmp_path):
+    """benchmarks/bench_multitask.py --smoke: its mixed batch matches the per-task models and holds the
+    backbone once (the speed numbers themselves are printed, never asserted)."""
+    import sys
+    from pathlib import Path
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        import bench_multitask
+        out = tmp_path / "rows.json"
+        assert bench_multitask.main(["--smoke", "--methods", "apt,lora", "--json", str(out)]) == 0
+    finally:
+        sys.path.remove(str(bench))
+    rows = json.loads(out.read_text())
+    assert [(r["method"], r["tasks"]) for r in rows] == [("apt", 2), ("lora", 2)]
+    for r in rows:
+        assert r["max_logit_diff"] < 1e-5
+        assert r["multi_mib"] < 0.6 * r["per_task_mib"]          # two tasks: one backbone instead of two

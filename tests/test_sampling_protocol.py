@@ -19,6 +19,7 @@ from aptune.data import sampling as S
 from aptune.data import transforms as TR
 from aptune.data.decode import decode_all
 
+from helpers import FixedDraw
 from videos import frame_index, make_video
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)
@@ -77,17 +78,6 @@ def authors_view_box(h, w, S_, C, c):
         return int(round((h - S_) / 2.)), int(round((w - S_) / 2.))
     start = int(c * (1.0 * (max(h, w) - S_) / (C - 1)))
     return (start, 0) if h >= w else (0, start)
-
-
-class FixedDraw:
-    """Stands in for random.Random: randrange returns the given values in turn."""
-
-    def __init__(self, *values):
-        self.values, self.calls = list(values), []
-
-    def randrange(self, *args):
-        self.calls.append(args)
-        return self.values.pop(0)
 
 
 # ------------------------------------------------------------------ index rules
