@@ -5,13 +5,15 @@
 The pool is `synthetic.pool_clip` (seed 1000, the "unlabeled" split: disjoint from the demo's labeled
 clips of seed 0) and the label is the motion KIND (10 kinds: horizontal / vertical translation,
 rotation, scaling, meeting, diagonal drift, bounce, orbit, zoom-while-moving, still), never its
-direction. Every training clip's 8 frames are put in a random order, so the backbone learns what
+direction. Every training clip's frames are put in a random order, so the backbone learns what
 moves and how (a bag of frames shows the object's spread of positions, angles and sizes) but has no
 way to learn the order of time. The demo's classes are the directions of the first five kinds
 (moving right vs left, ...): a linear probe on this backbone can name the kind but not the direction
 (at most about half the classes), and only a method that changes what the backbone computes can
 learn the order. That is the regime of the APT paper's SSv2 column (linear probing far below full
-fine-tuning), made cheap: 8 x 32 x 32 clips, 64 tokens, 0.84 M parameters.
+fine-tuning), made cheap: 4 frames of 32 x 32, one token per 8 x 8 patch of ONE frame (tubelet 1:
+a token that spans two frames would carry their order into every frozen feature), 64 tokens,
+0.84 M parameters.
 
 Every `--eval-every` steps it prints the kind accuracy on 500 held-out pool clips (frames in order)
 and a ridge-regression probe of the demo's 10 classes (1,000 train / 500 val labeled clips: never
@@ -135,7 +137,8 @@ def main() -> None:
     evaluate(0)
     for step in range(1, args.steps + 1):
         idx = torch.randint(0, len(xtr_u8), (args.batch_size,), generator=gen)
-        offset = torch.randint(0, 2, (args.batch_size,), generator=gen)          # the clip's 8 of 16 frames
+        # a random window of the clip (num_frames at the demo's stride), then a random frame order
+        offset = torch.randint(0, clips.shape[1] - (vit.num_frames - 1) * stride, (args.batch_size,), generator=gen)
         x = shuffle_time(to_input(xtr_u8[idx], offset, stride, vit.num_frames), gen)
         lr = args.lr * min(1.0, step / args.warmup) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         for g in opt.param_groups:
