@@ -121,3 +121,22 @@ def test_a_toy_method_defined_in_a_test_trains_through_the_engine(tmp_path, time
         x = video()
         assert torch.equal(loaded.blocks[1].pre_attn.bias, model.blocks[1].pre_attn.bias)
         torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+
+
+def test_fc_norm_option_keeps_videomae_default():
+    from aptune.models.videomae import ViTConfig
+    # the default is VideoMAE's head: LayerNorm on the mean token, head init x 0.001
+    assert ViTConfig().fc_norm is True and ViTConfig().init_scale == 0.001
+    base = dict(embed_dim=32, depth=1, num_heads=2, patch_size=8, num_frames=4, img_size=16, num_classes=3)
+    torch.manual_seed(0)
+    on = aptune.create_model(ViTConfig(**base))
+    torch.manual_seed(0)
+    off = aptune.create_model(ViTConfig(**base, fc_norm=False))
+    assert isinstance(on.fc_norm, torch.nn.LayerNorm) and not any("fc_norm" in k for k in off.state_dict())
+    x = torch.randn(2, 3, 4, 16, 16)
+    pooled = off.forward_pooled(x)
+    # without fc_norm the head sees the mean token itself; with it, that token standardised
+    torch.testing.assert_close(off.forward_features(x), pooled)
+    mu, var = pooled.mean(-1, keepdim=True), pooled.var(-1, unbiased=False, keepdim=True)
+    torch.testing.assert_close(on.forward_features(x), (pooled - mu) / torch.sqrt(var + 1e-6), rtol=1e-4, atol=1e-4)
+    off.set_norm_eps(1e-5, None)                                   # no LayerNorm to change: no error

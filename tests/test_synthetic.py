@@ -150,3 +150,18 @@ def test_demo_look_objects_are_big_and_travel_far():
     simple, default = changed(SIMPLE), changed(SMALL)
     assert (simple > 0.03).all() and simple.mean() > 0.1, simple
     assert simple.mean() > 1.3 * default.mean(), (simple.mean(), default.mean())
+
+
+def test_pool_clip_label_names_the_motion_it_rendered():
+    cfg = SIMPLE
+    from aptune.data.synthetic import MOTIONS, SPLITS, pool_clip, render_clip, unlabeled_clip
+    kinds = []
+    for i in range(12):
+        clip, kind = pool_clip(1000, i, cfg)
+        np.testing.assert_array_equal(clip, unlabeled_clip(1000, i, cfg))          # the pool itself is unchanged
+        # replay the generator by hand: kind index, then direction, then the clip of that kind
+        rng = np.random.default_rng([1000, SPLITS["unlabeled"], i])
+        assert int(rng.integers(len(MOTIONS))) == kind
+        np.testing.assert_array_equal(clip, render_clip(MOTIONS[kind], bool(rng.integers(2)), rng, cfg))
+        kinds.append(kind)
+    assert len(set(kinds)) > 3

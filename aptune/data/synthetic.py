@@ -241,12 +241,20 @@ def labeled_clip(seed: int, split: str, index: int, cfg: SynthConfig) -> tuple[n
     return render_clip(kind, reverse=bool(label % 2), rng=rng, cfg=cfg), label
 
 
+MOTIONS = [k for k, _, _ in PAIRS] + EXTRA_MOTIONS     # the pool's motion kinds (direction-blind labels)
+
+
+def pool_clip(seed: int, index: int, cfg: SynthConfig) -> tuple[np.ndarray, int]:
+    """Item `index` of the pre-training pool and its motion kind (an index into MOTIONS); the
+    direction is random and not part of the label."""
+    rng = np.random.default_rng([seed, SPLITS["unlabeled"], index])
+    kind = int(rng.integers(len(MOTIONS)))
+    return render_clip(MOTIONS[kind], reverse=bool(rng.integers(2)), rng=rng, cfg=cfg), kind
+
+
 def unlabeled_clip(seed: int, index: int, cfg: SynthConfig) -> np.ndarray:
     """Item `index` of the pre-training pool: any labeled or extra motion, either direction."""
-    rng = np.random.default_rng([seed, SPLITS["unlabeled"], index])
-    kinds = [k for k, _, _ in PAIRS] + EXTRA_MOTIONS
-    kind = kinds[int(rng.integers(len(kinds)))]
-    return render_clip(kind, reverse=bool(rng.integers(2)), rng=rng, cfg=cfg)
+    return pool_clip(seed, index, cfg)[0]
 
 
 # ---- files --------------------------------------------------------------------------------

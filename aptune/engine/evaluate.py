@@ -37,7 +37,8 @@ def video_level_metrics(view_logits: dict[int, torch.Tensor], labels: dict[int, 
     Clip level: every view is scored on its own. Video level: softmax per view, mean over views.
     Returns clip_top1, clip_top5, video_top1, video_top5 (percent), num_videos, num_views,
     per_class (class -> video top-1 percent, classes present only) and confusion (C x C list,
-    rows = true class, columns = predicted).
+    rows = true class, columns = predicted) and video_correct (1/0 per video, in index order: what a
+    bootstrap over test videos resamples).
     """
     if not view_logits:
         raise DataError("no videos to evaluate")
@@ -59,7 +60,7 @@ def video_level_metrics(view_logits: dict[int, torch.Tensor], labels: dict[int, 
         "video_top1": 100.0 * (pred == y).float().mean().item(),
         "video_top5": 100.0 * _topk_correct(video_probs, y, 5).float().mean().item(),
         "num_videos": len(idx), "num_views": int(clip_logits.shape[0]),
-        "per_class": per_class, "confusion": conf.tolist(),
+        "per_class": per_class, "confusion": conf.tolist(), "video_correct": (pred == y).int().tolist(),
     }
 
 

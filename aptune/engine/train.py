@@ -410,7 +410,7 @@ class Trainer:
         if self.test_set is not None and self.cfg.eval.test_at_end:
             test = run_test_protocol(self.model, self.test_set, self.rt, self.run_dir / "eval", 1, self.class_names)
             self.logger.log("test", self.global_step, **{k: v for k, v in test.items()
-                                                          if k not in ("confusion", "per_class")})
+                                                          if k not in ("confusion", "per_class", "video_correct")})
             if self.rt.is_main:
                 print("aptune: test " + summary(test))
         self.logger.close()

@@ -43,6 +43,7 @@ class ViTConfig:
     drop_path_rate: float = 0.0   # stochastic depth, linearly increasing over blocks
     head_dropout: float = 0.0     # dropout before the classification head (VideoMAE's fc_drop_rate)
     init_scale: float = 0.001     # head weights are scaled by this after init (VideoMAE)
+    fc_norm: bool = True          # LayerNorm on the pooled tokens (VideoMAE); False: the head sees the mean
     learnable_pos_embed: bool = False
     mean: tuple[float, float, float] = IMAGENET_MEAN   # input normalisation the backbone was trained with
     std: tuple[float, float, float] = IMAGENET_STD
@@ -108,7 +109,9 @@ class VisionTransformer(Backbone):
         self.blocks = nn.ModuleList([
             Block(c.embed_dim, c.num_heads, c.mlp_ratio, bias, c.norm_eps, c.drop_rate,
                   c.attn_drop_rate, dpr[i]) for i in range(c.depth)])
-        self.fc_norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps if c.fc_norm_eps is None else c.fc_norm_eps)
+        # fc_norm=False keeps the attribute (as Identity) so head_modules() and set_norm_eps stay one code path
+        self.fc_norm = (nn.LayerNorm(c.embed_dim, eps=c.norm_eps if c.fc_norm_eps is None else c.fc_norm_eps)
+                        if c.fc_norm else nn.Identity())
         self.head_drop = nn.Dropout(c.head_dropout)
         self.head = nn.Linear(c.embed_dim, c.num_classes) if c.num_classes > 0 else nn.Identity()
         self.apply(trunc_normal_init)
@@ -166,7 +169,8 @@ class VisionTransformer(Backbone):
         """Change every LayerNorm's eps (and the config, which adapters record)."""
         for blk in self.blocks:
             blk.norm1.eps = blk.norm2.eps = norm_eps
-        self.fc_norm.eps = norm_eps if fc_norm_eps is None else fc_norm_eps
+        if isinstance(self.fc_norm, nn.LayerNorm):
+            self.fc_norm.eps = norm_eps if fc_norm_eps is None else fc_norm_eps
         self.config.norm_eps, self.config.fc_norm_eps = norm_eps, fc_norm_eps
 
     # ---- forward -----------------------------------------------------------------------------

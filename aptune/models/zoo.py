@@ -26,6 +26,13 @@ ZOO: dict[str, object] = {
     "videomae-vit-h": ViTConfig(embed_dim=1280, depth=32, num_heads=16),
     # the embedded demo backbone (aptune/assets/videomae-demo.pth): 8 frames of 48x48 -> 4x6x6 = 144 tokens
     "videomae-demo": ViTConfig(embed_dim=192, depth=6, num_heads=3, patch_size=8, num_frames=8, img_size=48),
+    # the demo's backbone (aptune/assets/vit-demo.pth, supervised on frame-shuffled clips, docs/PRETRAIN.md):
+    # 4 frames of 32x32, tubelet 1 -> 4x4x4 = 64 tokens, about 5x cheaper per clip than videomae-demo. Tubelet 1:
+    # a token spanning two frames carries their order into the frozen features. No fc_norm and a head at normal
+    # init scale: VideoMAE's head (LayerNorm on the mean token, init x 0.001) stalled small ViTs trained from few
+    # steps (docs/PRETRAIN.md, "Diagnosis")
+    "vit-demo": ViTConfig(embed_dim=128, depth=4, num_heads=4, patch_size=8, tubelet_size=1, num_frames=4,
+                          img_size=32, fc_norm=False, init_scale=1.0),
     # tiny models for tests and smoke runs: head_dim 16, 4 frames of 32x32 -> 2x4x4 = 32 tokens
     "tiny": ViTConfig(embed_dim=64, depth=4, num_heads=4, patch_size=8, num_frames=4, img_size=32),
     # image backbones (the APT paper's Table 6), 8 frames of 224, each frame its own sequence by default

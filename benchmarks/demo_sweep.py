@@ -1,0 +1,94 @@
+"""Choose each demo row's learning rate (and weight decay) on the VALIDATION split only.
+
+    python benchmarks/demo_sweep.py                          # every row of the demo, its default grid
+    python benchmarks/demo_sweep.py --rows "APT (16),Full fine-tuning" --out docs/demo_sweep.md
+
+Each setting trains the row exactly as `aptune demo` does (same clips, epochs, batch size, schedule,
+backbone), but the test split is never built: the engine gets train and val only, and the score is
+the val top-1 (one centre clip per video) after the last epoch. The grid is centred on the row's
+current value (see `grid`). It prints a table
+of every setting and the best per row; put the chosen values into `aptune.demo.default_rows` (the
+recorded run is in docs/DEMO.md). Numbers are printed, never asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aptune.demo import DemoConfig, _row_dir, _run_config, demo_checkpoint, demo_datasets  # noqa: E402
+
+
+def grid(row) -> list[tuple[float, float]]:
+    """(lr, weight decay) settings for a row. Linear probing (cheap, on cached features): lr x 1/3, 1, 3
+    at weight decay x 1 and x 100. Parameter-efficient rows: lr x 1 and x 3 (an earlier probe of the
+    grid found x 1/3 below linear probing); full fine-tuning: lr x 1/2 and x 1. Two settings per
+    trained row is what the CPU budget of one sweep allowed (docs/DEMO.md)."""
+    if row.method == "linear":
+        lrs = (row.lr / 3, row.lr, row.lr * 3)
+        return [(lr, wd) for wd in (row.weight_decay, row.weight_decay * 100) for lr in lrs]
+    lrs = [row.lr / 2, row.lr] if row.method == "full" else [row.lr, row.lr * 3]
+    return [(lr, row.weight_decay) for lr in lrs]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=None, help="also write the markdown table here")
+    p.add_argument("--work", default="demo_sweep_out", help="data cache and runs")
+    p.add_argument("--rows", default=None, help="comma-separated row labels (default: all)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="the demo's --quick setting (a smoke run of this script)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from aptune.engine.train import train
+    cfg = DemoConfig.quick(args.work) if args.quick else DemoConfig(out=args.work)
+    rows = cfg.rows
+    if args.rows:
+        want = [r.strip() for r in args.rows.split(",")]
+        unknown = set(want) - {r.label for r in rows}
+        if unknown:
+            raise SystemExit(f"--rows: {sorted(unknown)} are not demo rows; they are {[r.label for r in rows]}")
+        rows = [r for r in rows if r.label in want]
+    sets = demo_datasets(cfg, splits=("train", "val"))              # the test split is never even rendered
+    ckpt = str(cfg.checkpoint or demo_checkpoint())
+    lines = ["| Row | lr (per batch of %d) | weight decay | epochs | val top-1 | seconds |" % cfg.batch_size,
+             "|---|---:|---:|---:|---:|---:|"]
+    best = {}
+    t_all = time.time()
+    for row in rows:
+        for lr, wd in grid(row):
+            trial = replace(row, lr=lr, weight_decay=wd)
+            run_dir = _row_dir(Path(args.work), trial)
+            if run_dir.exists():
+                shutil.rmtree(run_dir)                                   # each setting starts fresh
+            rc = _run_config(cfg, trial, run_dir, ckpt if row.pretrained else None)
+            rc.eval.test_at_end = False
+            t0 = time.time()
+            res = train(rc, datasets=sets)
+            val = res["val"]["top1"]
+            seconds = time.time() - t0
+            lines.append(f"| {row.label} | {lr:.2e} | {wd:g} | {rc.optim.epochs} | {val:.1f} | {seconds:.0f} |")
+            print(lines[-1], flush=True)
+            if row.label not in best or val > best[row.label][2]:
+                best[row.label] = (lr, wd, val)
+    lines += ["", "| Row | chosen lr | chosen weight decay | val top-1 |", "|---|---:|---:|---:|"]
+    lines += [f"| {k} | {lr:.2e} | {wd:g} | {v:.1f} |" for k, (lr, wd, v) in best.items()]
+    lines.insert(0, f"Val top-1 on {cfg.num_val} val videos (one centre clip each); {cfg.num_train} train videos, "
+                    f"batch {cfg.batch_size}, backbone `{cfg.model}` ({ckpt}); "
+                    f"torch threads {torch.get_num_threads()}; "
+                    f"{(time.time() - t_all) / 60:.1f} min.\n")
+    table = "\n".join(lines)
+    print("\n" + table + f"\n\nsweep finished in {(time.time() - t_all) / 60:.1f} min")
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
