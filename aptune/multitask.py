@@ -195,7 +195,6 @@ class Task:
     directory: Path
     method: str
     meta: dict
-    head: dict             # attribute of the backbone -> this task's module (fc_norm, head, ...)
     class_names: list[str] | None
     num_classes: int
 
@@ -266,7 +265,7 @@ class MultiTaskModel(nn.Module):
         self.order.append(name)
         self._install(name, seams)
         self.heads[name] = heads
-        self._tasks[name] = Task(name, directory, method.name, meta, dict(heads), meta.get("class_names"),
+        self._tasks[name] = Task(name, directory, method.name, meta, meta.get("class_names"),
                                  config.num_classes)
         self.requires_grad_(False).eval()
         return self
@@ -396,13 +395,6 @@ class MultiTaskModel(nn.Module):
         finally:
             for a, mod in saved.items():
                 bb._modules[a] = mod
-
-    def parameter_bytes(self) -> dict[str, int]:
-        """{"backbone": bytes of the shared weights, "adapters": bytes of all tasks' tensors}."""
-        shared = {id(p) for n, p in self.backbone.named_parameters() if ".tasks." not in n}
-        total = {id(p): p.numel() * p.element_size() for p in self.parameters()}
-        return {"backbone": sum(v for k, v in total.items() if k in shared),
-                "adapters": sum(v for k, v in total.items() if k not in shared)}
 
 
 def load_adapters(adapters: dict[str, str | os.PathLike], checkpoint: str | os.PathLike | None = None,
