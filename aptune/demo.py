@@ -1,8 +1,8 @@
 """The embedded demo: the whole job of aptune on one CPU in minutes, with nothing downloaded.
 
-    1. labeled synthetic action clips (aptune.data.synthetic; cached under <out>/data)
-    2. the embedded backbone aptune/assets/videomae-demo.pth, pre-trained by `aptune pretrain`
-       on unlabeled synthetic clips of another seed and other motions (docs/PRETRAIN.md)
+    1. labeled synthetic action clips (aptune.data.synthetic), rendered into memory
+    2. the embedded backbone aptune/assets/vit-demo.pth, pre-trained supervised on the motion kind
+       of pool clips of another seed with their frames shuffled (docs/DEMO.md, docs/PRETRAIN.md)
     3. each method fine-tuned by the training engine (aptune.engine.train.train)
     4. multi-view testing, tunable parameters, GFLOPs (aptune.count_flops) and training time
     5. a table like the APT paper's Table 5: <out>/results.md, results.json, results.png
