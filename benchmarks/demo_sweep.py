@@ -51,11 +51,15 @@ def main() -> None:
     p.add_argument("--work", default="demo_sweep_out", help="data cache and runs")
     p.add_argument("--rows", default=None, help="comma-separated row labels (default: all)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of the parameter-efficient rows (default: the demo's, DemoConfig.epochs)")
     p.add_argument("--quick", action="store_true", help="the demo's --quick setting (a smoke run of this script)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from aptune.engine.train import train
     cfg = DemoConfig.quick(args.work) if args.quick else DemoConfig(out=args.work)
+    if args.epochs:
+        cfg = replace(cfg, epochs=args.epochs)
     rows = cfg.rows
     if args.rows:
         want = [r.strip() for r in args.rows.split(",")]
