@@ -129,7 +129,13 @@ def test_quick_demo_results_schema_and_overall_progress(tmp_path, capsys):
         assert 0 <= low <= r["top1"] <= high <= 100
         # top-1 over 12 videos is a whole number of videos
         assert abs(r["top1"] * 12 / 100 - round(r["top1"] * 12 / 100)) < 1e-6
-    assert "[" in (tmp_path / "demo" / "results.md").read_text()
+    # each row trains its own recipe's epochs (PE rows: cfg.epochs) and the table says how many
+    md = (tmp_path / "demo" / "results.md").read_text()
+    for row, r in zip(default_rows(quick=True), saved["rows"]):
+        assert r["epochs"] == (row.epochs or cfg.epochs)
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {row.label} |"))
+        assert line.split(" | ")[4] == str(r["epochs"]) and "[" in line, line
+    assert {r["epochs"] for r in saved["rows"]} == {1, 5}
     # the overall bar: rows done / total (a log file gets plain lines, tests have no terminal)
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("aptune demo: ")]
