@@ -196,19 +196,27 @@ def _row_dir(out: Path, row: DemoRow) -> Path:
     return out / "runs" / row.label.lower().replace(" ", "_").replace("(", "").replace(")", "").replace(".", "")
 
 
-def run_row(cfg: DemoConfig, row: DemoRow, datasets: dict, run_dir: Path, checkpoint: str | None) -> dict:
-    """Train and test one row; its results.json entry (top-1 with a bootstrap CI over test videos)."""
+def train_row(cfg: DemoConfig, row: DemoRow, datasets: dict, run_dir: Path, checkpoint: str | None,
+              test: bool = True):
+    """Train one row in a fresh run_dir (the checkpoint only for a pre-trained row; test=False: no test
+    at the end, as the val sweep wants). Returns (train()'s result, the run config, seconds)."""
     import shutil
 
-    from . import count_parameters
     from .engine.train import train
-    from .profiling.flops import count_flops
     if run_dir.exists():
         shutil.rmtree(run_dir)                                               # a fresh run each time
     rc = _run_config(cfg, row, run_dir, checkpoint if row.pretrained else None)
+    rc.eval.test_at_end = test
     t0 = time.time()
     res = train(rc, datasets=datasets)
-    seconds = time.time() - t0
+    return res, rc, time.time() - t0
+
+
+def run_row(cfg: DemoConfig, row: DemoRow, datasets: dict, run_dir: Path, checkpoint: str | None) -> dict:
+    """Train and test one row; its results.json entry (top-1 with a bootstrap CI over test videos)."""
+    from . import count_parameters
+    from .profiling.flops import count_flops
+    res, rc, seconds = train_row(cfg, row, datasets, run_dir, checkpoint)
     model, test = res["model"], res["test"]
     params = count_parameters(model)
     return {"name": row.label, "method": row.method, "options": row.options, "pretrained": row.pretrained,
@@ -272,7 +280,7 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         low, high = r["top1_ci"]
         lines.append(f"| {r['name']} | {r['tunable_params']:,} | {r['tunable_percent']:.2f} | {r['gflops']:.3f} "
-                     f"| {r.get('epochs', '')} | {r['top1']:.1f} [{low:.1f}, {high:.1f}] | {r['top5']:.1f} "
+                     f"| {r['epochs']} | {r['top1']:.1f} [{low:.1f}, {high:.1f}] | {r['top5']:.1f} "
                      f"| {r['train_seconds']:.0f} |")
     return "\n".join(lines)
 

@@ -13,7 +13,6 @@ recorded run is in docs/DEMO.md). Numbers are printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from dataclasses import replace
@@ -23,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aptune.demo import DemoConfig, _row_dir, _run_config, demo_checkpoint, demo_datasets  # noqa: E402
+from aptune.demo import DemoConfig, _row_dir, demo_checkpoint, demo_datasets, train_row  # noqa: E402
 
 # The lr (per batch of 32) each row's grid is centred on: the values the rows had before the recorded
 # sweep (docs/DEMO.md), so that this script reproduces that sweep after its choices went into the demo.
@@ -56,7 +55,6 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="the demo's --quick setting (a smoke run of this script)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from aptune.engine.train import train
     cfg = DemoConfig.quick(args.work) if args.quick else DemoConfig(out=args.work)
     if args.epochs:
         cfg = replace(cfg, epochs=args.epochs)
@@ -76,15 +74,8 @@ def main() -> None:
     for row in rows:
         for lr, wd in grid(row):
             trial = replace(row, lr=lr, weight_decay=wd)
-            run_dir = _row_dir(Path(args.work), trial)
-            if run_dir.exists():
-                shutil.rmtree(run_dir)                                   # each setting starts fresh
-            rc = _run_config(cfg, trial, run_dir, ckpt if row.pretrained else None)
-            rc.eval.test_at_end = False
-            t0 = time.time()
-            res = train(rc, datasets=sets)
+            res, rc, seconds = train_row(cfg, trial, sets, _row_dir(Path(args.work), trial), ckpt, test=False)
             val = res["val"]["top1"]
-            seconds = time.time() - t0
             lines.append(f"| {row.label} | {lr:.2e} | {wd:g} | {rc.optim.epochs} | {val:.1f} | {seconds:.0f} |")
             print(lines[-1], flush=True)
             if row.label not in best or val > best[row.label][2]:
