@@ -56,7 +56,9 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cfg = DemoConfig.quick(args.work) if args.quick else DemoConfig(out=args.work)
-    if args.epochs:
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise SystemExit(f"--epochs must be at least 1, got {args.epochs}")
         cfg = replace(cfg, epochs=args.epochs)
     rows = cfg.rows
     if args.rows:
