@@ -38,7 +38,8 @@ class DataConfig:
     num_workers: int = 4
     test_clips: int = 5
     test_crops: int = 3
-    skip_bad_videos: bool = False
+    skip_bad_videos: bool = True       # a training video that cannot be decoded: skip it, named once (false: stop)
+    max_bad_fraction: float = 0.1      # more bad videos than this fraction of a list stop the run
     short_side: int | None = None
 
 
@@ -205,6 +206,8 @@ class Config:
         for k in ("sampling_rate", "num_sample", "test_clips", "test_crops"):
             if getattr(d, k) < 1:
                 bad(f"data.{k}", f"must be >= 1, got {getattr(d, k)}")
+        if not 0 <= d.max_bad_fraction <= 1:
+            bad("data.max_bad_fraction", f"must be within [0, 1], got {d.max_bad_fraction}")
         if o.optimizer not in ("adamw", "sgd"):
             bad("optim.optimizer", f"must be adamw or sgd, got {o.optimizer!r}")
         if o.batch_size < 1:

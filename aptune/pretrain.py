@@ -36,6 +36,7 @@ from .console import progress as console_progress
 from .data.datasets import VideoDataset
 from .data.prepare import VIDEO_EXTENSIONS
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from .engine.bad_videos import BadVideoLog
 from .engine.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from .engine.runtime import Runtime
 from .engine.state import save_checkpoint
@@ -269,6 +270,7 @@ def pretrain(cfg: Config, videos=None, progress: bool = True, log=print) -> dict
     validate_pretrain(cfg, need_videos=videos is None)
     p, o, r = cfg.pretrain, cfg.optim, cfg.runtime
     rt = Runtime.create(r, cfg.data.num_workers)
+    bad_log = BadVideoLog(rt.is_main, note="skipped (data.skip_bad_videos)")
     out = Path(p.out or Path(cfg.output.dir) / "pretrain.pth")
     config = get_config(cfg.model.name, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size)
     torch.manual_seed(r.seed)
@@ -290,8 +292,11 @@ def pretrain(cfg: Config, videos=None, progress: bool = True, log=print) -> dict
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch)
         losses = []
-        for video, _, _, _ in rt.batches(rt.loader(dataset, min(o.batch_size, len(dataset)), sampler,
-                                                   drop_last=True, seed=r.seed + epoch)):
+        for video, _, _, bad in rt.batches(rt.loader(dataset, min(o.batch_size, len(dataset)), sampler,
+                                                     drop_last=True, seed=r.seed + epoch)):
+            bad_log.report(bad, "train")                 # named once; skipped (data.skip_bad_videos)
+            if video is None:
+                continue
             mask = tube_mask(video.shape[0], config.grid(), p.mask_ratio, gen).to(rt.device)
             # with a time budget, the cosine follows the larger of step and time spent
             spent = 0.0 if p.max_minutes is None else (time.time() - t0) / (60 * p.max_minutes)

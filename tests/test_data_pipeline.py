@@ -203,12 +203,14 @@ def test_bad_videos_stop_or_skip(vids, tmp_path):
     with pytest.raises(ValueError, match="c.txt"):
         ds[3]
     skip = VideoDataset(entries, root=vids, mode="val", num_frames=4, img_size=32, skip_bad_videos=True)
-    assert skip[1] is None and skip[3] is None and skip[4] is None
+    assert skip[1].where == "entry 2" and skip[1].reason == "empty file (0 bytes)"
+    assert skip[4].path == str(vids / "gone.mp4") and "missing" in skip[4].reason
+    # a worker process hands the records (item, list position, path, reason) back through the batch
     loader = DataLoader(skip, batch_size=5, num_workers=1, collate_fn=collate_skip_bad)
-    (clips, labels, idx), skipped = next(iter(loader))
+    (clips, labels, idx), bad = next(iter(loader))
     assert clips.shape == (2, 3, 4, 32, 32) and idx.tolist() == [0, 2] and labels.tolist() == [0, 1]
-    assert skipped == [1, 3, 4]
-    assert collate_skip_bad([None, None]) == (None, [0, 1])
+    assert [(b.index, b.where) for b in bad] == [(1, "entry 2"), (3, "entry 4"), (4, "entry 5")]
+    assert collate_skip_bad([skip[1], skip[4]]) == (None, [skip[1], skip[4]])
 
 
 def test_list_file_and_classes(vids, tmp_path):

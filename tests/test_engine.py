@@ -231,8 +231,10 @@ def test_bad_videos_fail_with_path_or_are_skipped_and_counted(tmp_path):
             f.write("broken.mp4 1\n")
     cfg = write_video_config(tmp_path / "c.yaml", lists, tmp_path / "run", optim={"epochs": 1, "batch_size": 5})
     with pytest.raises(ValueError, match="broken.mp4"):
+        train(load_config(cfg, ["data.skip_bad_videos=false"]))
+    with pytest.raises(ValueError, match="data.max_bad_fraction=0.1.*broken.mp4"):   # 1 of 5 is over 10%
         train(load_config(cfg))
-    out = train(load_config(cfg, ["data.skip_bad_videos=true", "output.dir=" + str(tmp_path / "run2")]))
+    out = train(load_config(cfg, ["data.max_bad_fraction=0.5", "output.dir=" + str(tmp_path / "run2")]))
     from aptune.engine.logging import read_metrics
     epoch = next(r for r in read_metrics(tmp_path / "run2") if r["kind"] == "epoch")
     assert epoch["skipped_videos"] == 1 and out["global_step"] == 1

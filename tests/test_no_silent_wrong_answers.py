@@ -169,12 +169,15 @@ def test_missing_or_empty_videos_fail_before_the_first_step(tmp_path, capsys):
     cfg = write_video_config(tmp_path / "c.yaml", lists, tmp_path / "run", optim={"epochs": 1, "batch_size": 3},
                              data={"test_list": None})
     capsys.readouterr()
-    assert main(["train", cfg]) == 2
+    assert main(["train", cfg, "data.skip_bad_videos=false"]) == 2
     err = capsys.readouterr().err
     assert f"{train}:7:" in err and "gone.mp4 (missing)" in err and "zero.mp4 (empty" in err
     assert "data.skip_bad_videos" in err and "check-videos" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
-    assert main(["train", cfg, "data.skip_bad_videos=true"]) == 0
+    assert main(["train", cfg]) == 2          # skipping, but 2 of 8 is over data.max_bad_fraction
+    assert "data.max_bad_fraction=0.1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main(["train", cfg, "data.max_bad_fraction=0.25"]) == 0
     assert "2 listed video(s) missing or empty, skipped" in capsys.readouterr().err
 
 

@@ -1,5 +1,8 @@
 """`aptune eval CONFIG (--adapter DIR | --checkpoint FILE)`: the multi-view test protocol.
 
+Videos that cannot be decoded are left out (never replaced), each named once with its list
+file:line and reason; their count and list are in metrics.json ("skipped_videos", "bad_videos").
+
 With an adapter, the clip shape (frames, size, sampling, stride) and normalisation are the ones it
 was trained with, and the backbone is `--backbone`, else `model.checkpoint`, else the file the
 adapter records; a different clip shape is used only when given as a dotted override (with a warning).
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if ds is None:
         raise ConfigError(f"data.{args.split}_list: not set in {args.config}")
     with D.process_group(resolve_device(cfg.runtime.device).type):
-        rt = Runtime.create(cfg.runtime, cfg.data.num_workers, cfg.data.skip_bad_videos)
+        rt = Runtime.create(cfg.runtime, cfg.data.num_workers)
         model = build_eval_model(cfg, args, cfg.model.num_classes or ds.num_classes).to(rt.device)
         ds.check_labels(model.num_classes)
         names = getattr(model, "class_names", None) or getattr(ds, "class_names", None)
@@ -87,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         if rt.is_main:
             print(summary(m))
             if m.get("skipped_videos"):
-                print(f"skipped {m['skipped_videos']} unreadable videos")
+                print(f"left out {m['skipped_videos']} of {len(ds)} videos that could not be decoded "
+                      "(named above; listed in metrics.json under bad_videos)")
             print(f"wrote {out / 'metrics.json'} and {out / 'confusion.png'}")
     return 0

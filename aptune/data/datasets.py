@@ -17,14 +17,16 @@ the same tensor in any worker process and after a resume. Call `set_epoch(epoch)
 each epoch (in the process that owns the dataset copy: DataLoader workers started with
 persistent_workers=True keep the epoch they were started with).
 
-Bad videos raise `BadVideoError` naming the path; with skip_bad_videos=True the item is
-`None` (and a warning naming the path is logged), `collate_skip_bad` drops such items.
+Bad videos raise `BadVideoError` naming the path; with skip_bad_videos=True the item is a
+`BadVideo` record instead (list file:line, path, reason), which `collate_skip_bad` takes out of
+the batch and hands to the main process (DataLoader workers cannot warn once for the run: the
+engine's `BadVideoLog` names each bad video once, counts and lists them).
 """
 from __future__ import annotations
 
-import logging
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,8 +38,19 @@ from .decode import BadVideoError, read_sampled
 from .prepare import read_class_names, read_list_lines, scan_folder
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransformConfig, multi_view, train_transform
 
-log = logging.getLogger(__name__)
 MODES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class BadVideo:
+    """An item whose video cannot be used: `where` is 'list_file:line' (1-based) or 'entry N'."""
+    index: int
+    where: str
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.path}: {self.reason}"
 
 
 class VideoDataset(Dataset):
@@ -71,7 +84,7 @@ class VideoDataset(Dataset):
                 class_names = read_class_names(list_file.parent / "classes.txt")
         else:
             self.entries = [(str(p), int(y)) for p, y in entries_or_list_file]
-            self.where = [f"entry {i}" for i in range(len(self.entries))]
+            self.where = [f"entry {i + 1}" for i in range(len(self.entries))]
         if not self.entries:
             raise DataError("VideoDataset: no entries")
         self.class_names = list(class_names) if class_names is not None else None
@@ -110,19 +123,28 @@ class VideoDataset(Dataset):
                 raise DataError(f"{where}: label {y}, but the model has {num_classes} classes (0..{num_classes - 1}); "
                                 "set model.num_classes or fix the list (classes.txt beside it names the classes)")
 
-    def missing_files(self) -> list[str]:
-        """'<list>:<line>: <path> (missing | empty)' for every listed video that is not there or has
-        0 bytes: a cheap check (no decoding) before any work."""
+    def missing_entries(self) -> list[BadVideo]:
+        """Every listed video that is not there, is a directory or has 0 bytes: a cheap check (no
+        decoding) before any work."""
         out = []
         if self._memory is not None:
             return out
         for i, where in enumerate(self.where):
             p = self.path(i)
-            if not os.path.isfile(p):
-                out.append(f"{where}: {p} (missing)")
+            if os.path.isdir(p):
+                reason = "is a directory, not a video file"
+            elif not os.path.isfile(p):
+                reason = "missing"
             elif os.path.getsize(p) == 0:
-                out.append(f"{where}: {p} (empty, 0 bytes)")
+                reason = "empty, 0 bytes"
+            else:
+                continue
+            out.append(BadVideo(i, where, p, reason))
         return out
+
+    def missing_files(self) -> list[str]:
+        """'<list>:<line>: <path> (missing | empty, 0 bytes | is a directory...)' per `missing_entries`."""
+        return [f"{b.where}: {b.path} ({b.reason})" for b in self.missing_entries()]
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -213,8 +235,7 @@ class VideoDataset(Dataset):
             frames, unique = self._read(index, path, choose)  # (U, H, W, 3) uint8
         except BadVideoError as e:
             if self.skip_bad_videos:
-                log.warning("skipping item %d: %s", index, e)
-                return None
+                return BadVideo(index, self.where[index], path, e.reason)
             raise
         pos = {f: j for j, f in enumerate(unique)}
         if self.mode == "train":
@@ -234,10 +255,9 @@ class VideoDataset(Dataset):
 
 
 def collate_skip_bad(batch):
-    """Collate that drops `None` items (bad videos skipped by the dataset).
-    Returns (collated batch or None when every item was bad, skipped) where `skipped`
-    lists the positions in this batch of the dropped items (len(skipped) = how many);
-    the dataset logged each one's path when it skipped it."""
-    skipped = [j for j, item in enumerate(batch) if item is None]
-    good = [item for item in batch if item is not None]
-    return (default_collate(good) if good else None), skipped
+    """Collate that takes the `BadVideo` items (bad videos the dataset skipped) out of the batch.
+    Returns (collated batch, or None when every item was bad; the BadVideo records), so the
+    records reach the main process from DataLoader workers."""
+    bad = [item for item in batch if isinstance(item, BadVideo)]
+    good = [item for item in batch if not isinstance(item, BadVideo)]
+    return (default_collate(good) if good else None), bad

@@ -35,7 +35,8 @@ def build_dataset(cfg: Config, split: str, mode: str | None = None, norm: dict |
     mode = mode or split
     backbone = get_config(cfg.model.name)                 # its input normalisation
     kw = dict(root=d.root, mode=mode, num_frames=d.num_frames, sampling_rate=d.sampling_rate, img_size=d.img_size,
-              sampling=d.sampling, skip_bad_videos=d.skip_bad_videos, short_side=d.short_side, seed=cfg.runtime.seed,
+              sampling=d.sampling, short_side=d.short_side, seed=cfg.runtime.seed,
+              skip_bad_videos=True,     # bad videos come back as records; the engine names, counts, skips or stops
               mean=tuple((norm or {}).get("mean") or backbone.mean), std=tuple((norm or {}).get("std") or backbone.std))
     if mode == "train":
         kw.update(flip=d.flip, num_sample=d.num_sample, rand_augment=d.rand_augment)

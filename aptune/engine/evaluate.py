@@ -4,6 +4,10 @@ Multi-view protocol: each test video gives V = clips x crops views; the model's 
 per view and averaged per video. Reported: top-1/top-5 over views (clip level) and over videos
 (video level), per-class video accuracy and the confusion matrix. Across ranks the per-view
 logits are gathered and de-duplicated by video index.
+
+Bad videos: a video that cannot be decoded is left out, never replaced: it is named once (through a
+`BadVideoLog`), and its count is in the metrics ("skipped" for validation; "skipped_videos" and
+"bad_videos", each with its list:line, video and reason, for the test protocol).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import torch.nn.functional as F
 from ..console import progress
 from ..errors import DataError
 from . import distributed as D
+from .bad_videos import BadVideoLog
 from .runtime import Runtime
 
 
@@ -64,16 +69,28 @@ def video_level_metrics(view_logits: dict[int, torch.Tensor], labels: dict[int, 
     }
 
 
+def _report_bad(bad: list, log: BadVideoLog | None, rt: Runtime, split: str) -> BadVideoLog:
+    """Every rank's bad videos into `log` (a new one when None), which names each once."""
+    log = log if log is not None else BadVideoLog(rt.is_main)
+    log.report([b for part in D.all_gather_object(bad) for b in part], split,
+               note=f"left out of {split} (counted in its report)")
+    return log
+
+
 @torch.no_grad()
-def evaluate_clips(model, dataset, rt: Runtime, batch_size: int = 8, desc: str = "val") -> dict:
-    """Clip-level top-1/top-5 and mean loss on a val set (one clip per video), summed over ranks."""
+def evaluate_clips(model, dataset, rt: Runtime, batch_size: int = 8, desc: str = "val",
+                   bad_log: BadVideoLog | None = None) -> dict:
+    """Clip-level top-1/top-5 and mean loss on a val set (one clip per video), summed over ranks;
+    "skipped": the videos left out (bad, named once through `bad_log`)."""
     loader = rt.loader(dataset, batch_size)
     was_training = model.training
     model.eval()
     sums = torch.zeros(5, dtype=torch.float64)   # correct1, correct5, loss_sum, count, skipped
-    for x, y, _, nskip in progress(rt.batches(loader), desc=desc, total=len(loader), leave=False,
-                                    show=rt.is_main):
-        sums[4] += nskip
+    bad = []
+    for x, y, _, skipped in progress(rt.batches(loader), desc=desc, total=len(loader), leave=False,
+                                     show=rt.is_main):
+        sums[4] += len(skipped)
+        bad += skipped
         if x is None:
             continue
         with rt.autocast():
@@ -85,6 +102,7 @@ def evaluate_clips(model, dataset, rt: Runtime, batch_size: int = 8, desc: str =
         sums[3] += y.numel()
     model.train(was_training)
     sums = D.all_reduce_sum(sums)
+    _report_bad(bad, bad_log, rt, desc)
     n = max(sums[3].item(), 1)
     return {"top1": 100 * sums[0].item() / n, "top5": 100 * sums[1].item() / n, "loss": sums[2].item() / n,
             "count": int(sums[3].item()), "skipped": int(sums[4].item())}
@@ -92,16 +110,16 @@ def evaluate_clips(model, dataset, rt: Runtime, batch_size: int = 8, desc: str =
 
 @torch.no_grad()
 def collect_view_logits(model, dataset, rt: Runtime, batch_size: int = 1) -> tuple[dict[int, torch.Tensor],
-                                                                                    dict[int, int], int]:
-    """Run every view of every test video; returns (index -> (V, C) logits, index -> label, skipped),
-    gathered from all ranks and de-duplicated by index."""
+                                                                                    dict[int, int], list]:
+    """Run every view of every test video; returns (index -> (V, C) logits, index -> label, the
+    BadVideo records of the videos left out), gathered from all ranks and de-duplicated by index."""
     loader = rt.loader(dataset, batch_size)
     was_training = model.training
     model.eval()
-    logits, labels, skipped = {}, {}, 0
-    for x, y, idx, nskip in progress(rt.batches(loader), desc="test views", total=len(loader),
-                                        show=rt.is_main):
-        skipped += nskip
+    logits, labels, bad = {}, {}, []
+    for x, y, idx, skipped in progress(rt.batches(loader), desc="test views", total=len(loader),
+                                       show=rt.is_main):
+        bad += skipped
         if x is None:
             continue
         B, V = x.shape[:2]                                   # x: (B, V, 3, T, S, S)
@@ -111,12 +129,12 @@ def collect_view_logits(model, dataset, rt: Runtime, batch_size: int = 1) -> tup
         for i, t, o in zip(idx.tolist(), y.tolist(), out):
             logits[i], labels[i] = o, t
     model.train(was_training)
-    all_logits, all_labels, total_skipped = {}, {}, 0
-    for lg, lb, sk in D.all_gather_object((logits, labels, skipped)):
+    all_logits, all_labels, all_bad = {}, {}, {}
+    for lg, lb, bd in D.all_gather_object((logits, labels, bad)):
         all_logits.update(lg)       # a video seen by two ranks keeps one entry
         all_labels.update(lb)
-        total_skipped += sk
-    return all_logits, all_labels, total_skipped
+        all_bad.update((b.index, b) for b in bd)
+    return all_logits, all_labels, [all_bad[i] for i in sorted(all_bad)]
 
 
 def save_confusion_png(confusion: list[list[int]], path: str | os.PathLike, class_names=None) -> None:
@@ -142,12 +160,19 @@ def save_confusion_png(confusion: list[list[int]], path: str | os.PathLike, clas
 
 
 def run_test_protocol(model, dataset, rt: Runtime, out_dir: str | os.PathLike, batch_size: int = 1,
-                      class_names=None) -> dict:
-    """Multi-view evaluation; rank 0 writes out_dir/metrics.json and out_dir/confusion.png."""
-    logits, labels, skipped = collect_view_logits(model, dataset, rt, batch_size)
+                      class_names=None, bad_log: BadVideoLog | None = None) -> dict:
+    """Multi-view evaluation; rank 0 writes out_dir/metrics.json and out_dir/confusion.png. Videos that
+    cannot be decoded are left out, named once (through `bad_log`) and listed in "bad_videos"."""
+    logits, labels, bad = collect_view_logits(model, dataset, rt, batch_size)
+    log = bad_log if bad_log is not None else BadVideoLog(rt.is_main)
+    log.report(bad, "test", note="left out of the test (counted in its report)")
+    if not logits:
+        shown = "; ".join(str(b) for b in bad[:3])
+        raise DataError(f"no test video could be decoded ({len(bad)} bad: {shown})" if bad else "no videos to evaluate")
     num_classes = next(iter(logits.values())).shape[1]      # the model's classes, not the labels present
     m = video_level_metrics(logits, labels, num_classes)
-    m["skipped_videos"] = skipped
+    m["skipped_videos"] = len(bad)
+    m["bad_videos"] = [{"where": b.where, "video": b.path, "reason": b.reason} for b in bad]
     if class_names:
         m["per_class"] = {class_names[c] if c < len(class_names) else str(c): v for c, v in m["per_class"].items()}
     if rt.is_main:

@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from ..console import progress
+from ..errors import DataError
 from . import distributed as D
 from .runtime import Runtime
 
@@ -57,17 +58,21 @@ class FeatureDataset(Dataset):
 @torch.no_grad()
 def extract_features(model, dataset, rt: Runtime, views: int = 1, batch_size: int = 8,
                      desc: str = "features") -> FeatureDataset:
-    """Pooled frozen tokens for every item of `dataset` at epochs 0..views-1, shared by all ranks."""
+    """Pooled frozen tokens for every item of `dataset` at epochs 0..views-1, shared by all ranks. Items
+    whose video cannot be decoded are left out: the result's `bad` lists their BadVideo records."""
     model.eval()
-    per_view = []
+    per_view, bad = [], {}
     labels: dict[int, int] = {}
     for v in range(views):
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(v)
-        loader = rt.loader(dataset, batch_size, skip_bad=False)
+        loader = rt.loader(dataset, batch_size)
         mine = {}
-        for x, y, idx, _ in progress(rt.batches(loader), desc=f"{desc} (view {v + 1}/{views})", total=len(loader),
-                                 show=rt.is_main):
+        for x, y, idx, skipped in progress(rt.batches(loader), desc=f"{desc} (view {v + 1}/{views})",
+                                           total=len(loader), show=rt.is_main):
+            bad.update((b.index, b) for b in skipped)
+            if x is None:
+                continue
             lead = x.shape[:-4]                                    # (B,) or (B, num_sample)
             with rt.autocast():
                 f = model.forward_pooled(x.flatten(0, len(lead) - 1))  # (B*, C)
@@ -77,9 +82,14 @@ def extract_features(model, dataset, rt: Runtime, views: int = 1, batch_size: in
         merged = {}
         for part in D.all_gather_object(mine):
             merged.update(part)
-        per_view.append(torch.stack([merged[i] for i in range(len(dataset))]))
-    for part in D.all_gather_object(labels):
-        labels.update(part)
-    feats = torch.stack(per_view)                                  # (views, N, [ns,] C)
-    return FeatureDataset(feats, torch.tensor([labels[i] for i in range(len(dataset))]),
-                          getattr(dataset, "class_names", None))
+        per_view.append(merged)
+    for part in D.all_gather_object((labels, bad)):
+        labels.update(part[0])
+        bad.update(part[1])
+    keep = [i for i in range(len(dataset)) if i not in bad]
+    if not keep:
+        raise DataError(f"{desc}: none of the {len(dataset)} videos could be decoded, e.g. {next(iter(bad.values()))}")
+    feats = torch.stack([torch.stack([m[i] for i in keep]) for m in per_view])   # (views, N, [ns,] C)
+    out = FeatureDataset(feats, torch.tensor([labels[i] for i in keep]), getattr(dataset, "class_names", None))
+    out.bad = [bad[i] for i in sorted(bad)]
+    return out

@@ -3,18 +3,21 @@
 Training, evaluation, the linear-probe feature cache, prediction and pre-training all run through
 one `Runtime`:
 
-    rt = Runtime.create(cfg.runtime, num_workers=cfg.data.num_workers, skip_bad=cfg.data.skip_bad_videos)
+    rt = Runtime.create(cfg.runtime, num_workers=cfg.data.num_workers)
     loader = rt.loader(dataset, batch_size=8)                 # this rank's shard, in order
-    for x, y, index, skipped in rt.batches(loader):           # x, y on rt.device; x None if all were bad
+    for x, y, index, bad in rt.batches(loader):               # x, y on rt.device; x None if all were bad
         with rt.autocast():
             logits = model(x)
 
-Bad videos: with `skip_bad`, the dataset returns None for an unreadable video and the loader's
-collate drops it; `batches` reports how many were dropped in each batch.
+Bad videos: a dataset built with skip_bad_videos=True returns a `BadVideo` record for an unreadable
+video; the loader's collate takes it out of the batch and `batches` yields the records (from worker
+processes too), for the engine's `BadVideoLog` to name, count and list.
+Loader workers are capped at the CPU cores this process may use (more only compete for them).
 """
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -23,6 +26,14 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..errors import ConfigError
 from . import distributed as D
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask; os.cpu_count() where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
@@ -66,15 +77,20 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     num_workers: int = 0
-    skip_bad: bool = False
+    asked_workers: int = 0          # data.num_workers as configured (num_workers: capped at the CPU cores)
 
     @classmethod
-    def create(cls, runtime_cfg=None, num_workers: int = 0, skip_bad: bool = False) -> "Runtime":
-        """From a config's `runtime` section (None: CPU, fp32) and torchrun's environment."""
+    def create(cls, runtime_cfg=None, num_workers: int = 0) -> "Runtime":
+        """From a config's `runtime` section (None: CPU, fp32) and torchrun's environment; loader
+        workers capped at the usable CPU cores, with one line saying so."""
         device = resolve_device(getattr(runtime_cfg, "device", "cpu"), int(os.environ.get("LOCAL_RANK", "0")))
         amp = resolve_amp(getattr(runtime_cfg, "amp", "none"), device)
         rank, world = D.torch_dist_rank_world()
-        return cls(device, amp, rank, world, num_workers, skip_bad)
+        workers = min(num_workers, usable_cpus())
+        if workers < num_workers and rank == 0:
+            print(f"aptune: data.num_workers={num_workers} capped at the {workers} CPU cores of this machine",
+                  file=sys.stderr)
+        return cls(device, amp, rank, world, workers, num_workers)
 
     @property
     def is_main(self) -> bool:
@@ -86,10 +102,11 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def loader(self, dataset, batch_size: int, sampler: Sampler | None = None, drop_last: bool = False,
-               seed: int = 0, skip_bad: bool | None = None) -> DataLoader:
+               seed: int = 0) -> DataLoader:
         """A DataLoader over `sampler` (default: this rank's shard of the dataset, in order). Its own
-        seeded generator keeps the global RNG untouched (bitwise resume)."""
-        skip = self.skip_bad if skip_bad is None else skip_bad
+        seeded generator keeps the global RNG untouched (bitwise resume). A dataset that skips bad
+        videos gets the collate that takes them out of the batch."""
+        skip = bool(getattr(dataset, "skip_bad_videos", False))
         kw = {}
         if skip:
             from ..data.datasets import collate_skip_bad
@@ -103,15 +120,14 @@ class Runtime:
         return loader
 
     def batches(self, loader: DataLoader):
-        """Yield (x, y, index, skipped) per batch, x and y on the device; x is None when every video
-        of the batch was bad (and skipped)."""
+        """Yield (x, y, index, bad) per batch, x and y on the device, `bad` the BadVideo records of the
+        videos skipped in it; x is None when every video of the batch was bad."""
         for batch in loader:
-            skipped = 0
+            bad = []
             if loader.skips_bad:
-                batch, dropped = batch
-                skipped = len(dropped)
+                batch, bad = batch
                 if batch is None:
-                    yield None, None, None, skipped
+                    yield None, None, None, bad
                     continue
             x, y, index = batch
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), index, skipped
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), index, bad

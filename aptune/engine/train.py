@@ -27,6 +27,7 @@ from ..config import Config
 from ..console import progress, warn
 from ..errors import CheckpointError, ConfigError, DataError, MissingFileError
 from . import distributed as D
+from .bad_videos import BadVideoLog, check_listed_videos, stop_message
 from .build import build_datasets, build_model
 from .evaluate import evaluate_clips, run_test_protocol, summary
 from .logging import MetricsLogger
@@ -48,6 +49,11 @@ KILL_ENV = "APTUNE_TEST_KILL_AT_STEP"   # tests: os._exit(1) right after this op
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the run stopped before the optimizer step."""
+
+
+class BadVideoStop(DataError):
+    """A training video could not be decoded and the run may not skip it (or too many were bad); the
+    last completed step was saved first."""
 
 
 class EpochSampler(Sampler):
@@ -87,7 +93,8 @@ def train(cfg: Config, datasets: dict | None = None, resume: bool | str = False)
     "model"} (val/test: the last validation and the multi-view test metrics; model: the trained model).
 
     datasets: optional {"train", "val", "test"} Dataset objects (the data contract of
-    aptune.data.datasets) used instead of the list files in cfg.data.
+    aptune.data.datasets) used instead of the list files in cfg.data; a VideoDataset among them is put in
+    the mode that reports bad videos (cfg.data.skip_bad_videos then decides: skip or stop).
     resume: True = continue from the newest checkpoint in output.dir (error if none),
     "auto" = continue if there is one, False = fresh run (error if output.dir has checkpoints).
     """
@@ -98,7 +105,7 @@ def train(cfg: Config, datasets: dict | None = None, resume: bool | str = False)
     from .runtime import resolve_device
     device = resolve_device(cfg.runtime.device, int(os.environ.get("LOCAL_RANK", "0")))
     with D.process_group(device.type):
-        rt = Runtime.create(cfg.runtime, cfg.data.num_workers, cfg.data.skip_bad_videos and datasets is None)
+        rt = Runtime.create(cfg.runtime, cfg.data.num_workers)
         return Trainer(cfg, rt, datasets, resume).run()
 
 
@@ -111,6 +118,8 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.global_step, self.best, self.start_epoch, self.start_step = 0, -1.0, 0, 0
         self.val_metrics: dict = {}
+        self.epoch_sums = torch.zeros(4, dtype=torch.float64)
+        self.bad = BadVideoLog(rt.is_main, note="skipped (data.skip_bad_videos)")
 
     def run(self) -> dict:
         found = self.setup()
@@ -134,6 +143,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._clean_stale_temp_files()
             self.cfg.save(self.run_dir / "config.yaml")
+        self.bad.attach(self.run_dir, resumed=found is not None)
         D.barrier()
         self._setup_model()
         self._setup_optimizer()
@@ -184,6 +194,9 @@ class Trainer:
 
     def _setup_data(self) -> None:
         ds = self.given if self.given is not None else build_datasets(self.cfg)
+        for s in ds.values():
+            if hasattr(s, "skip_bad_videos"):
+                s.skip_bad_videos = True        # report bad videos as records: the policy is applied here
         self.train_set, self.val_set, self.test_set = ds.get("train"), ds.get("val"), ds.get("test")
         if self.train_set is None:
             raise DataError("data.train_list: no training data")
@@ -196,20 +209,12 @@ class Trainer:
     def _check_data(self) -> None:
         """Before any work: every label fits the model's classes (naming file and line), and every
         listed video is there and not empty (cheap; decoding problems surface while training)."""
-        sets = [s for s in (self.train_set, self.val_set, self.test_set) if s is not None]
-        for s in sets:
+        sets = {k: s for k, s in (("train", self.train_set), ("val", self.val_set), ("test", self.test_set))
+                if s is not None}
+        for s in sets.values():
             if hasattr(s, "check_labels"):
                 s.check_labels(self.num_classes)
-        bad = [line for s in sets if hasattr(s, "missing_files") for line in s.missing_files()]
-        if not bad:
-            return
-        shown = "; ".join(bad[:5]) + (f"; ... ({len(bad)} in all)" if len(bad) > 5 else "")
-        if not self.cfg.data.skip_bad_videos:
-            raise DataError(f"{len(bad)} listed video(s) missing or empty: {shown}. Fix the lists, or set "
-                            "data.skip_bad_videos=true to skip bad videos; `aptune check-videos LIST` finds every "
-                            "unreadable one")
-        if self.rt.is_main:
-            warn(f"{len(bad)} listed video(s) missing or empty, skipped (data.skip_bad_videos): {shown}")
+        check_listed_videos(sets, self.cfg.data, self.bad)
 
     def _setup_model(self) -> None:
         cfg, rt, r = self.cfg, self.rt, self.cfg.runtime
@@ -240,10 +245,32 @@ class Trainer:
                             if self.val_set is not None else None)
             self.net = HeadOnly(self.model)
             self.feature_s = time.time() - t0
+            self._bad_in_features()
             if rt.is_main:
                 print(f"aptune: cached features for {len(self.fit_set)} videos x {r.cache_views} views in "
                       f"{self.feature_s:.1f}s")
         self.fwd = torch.compile(self.net) if r.compile else self.net
+
+    def _bad_in_features(self) -> None:
+        """Videos left out of the feature cache: named once; skipping off (or over the limit) stops the run
+        before its first step here (a resumed run loses nothing: it re-extracts at every start)."""
+        self.bad.report(getattr(self.val_fit, "bad", []), "val", note="left out of val (counted in its report)")
+        bad = getattr(self.fit_set, "bad", [])
+        self.bad.report(bad, "train", quiet=not self.cfg.data.skip_bad_videos)
+        why = self._bad_stop_reason()
+        if bad and why:
+            raise BadVideoStop(stop_message(bad, why, "Stopped while caching features, before any step.",
+                                            f"aptune train {self.run_dir / 'config.yaml'} resume=auto"))
+
+    def _bad_stop_reason(self) -> str | None:
+        """Why bad training videos stop the run (None: they are skipped)."""
+        d, n = self.cfg.data, self.bad.count("train")
+        if not d.skip_bad_videos:
+            return "data.skip_bad_videos is false."
+        if n > d.max_bad_fraction * len(self.train_set):
+            return (f"{n} of the {len(self.train_set)} training videos are bad, more than "
+                    f"data.max_bad_fraction={d.max_bad_fraction:g} (raise it to go on).")
+        return None
 
     def _setup_optimizer(self) -> None:
         o, rt = self.cfg.optim, self.rt
@@ -269,6 +296,8 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
         self.start_epoch, self.start_step = payload["epoch"], payload["step_in_epoch"]
         self.global_step, self.best = payload["global_step"], payload["best"]
+        if payload.get("epoch_sums") and self.start_step:       # the epoch's sums so far (train loss, bad videos)
+            self.epoch_sums = torch.tensor(payload["epoch_sums"], dtype=torch.float64)
         set_rng_state(payload["rng"][self.rt.rank])
         self.logger.truncate_after(self.global_step)
         if self.rt.is_main:
@@ -285,14 +314,15 @@ class Trainer:
         loader = self.rt.loader(self.fit_set, o.batch_size, self.sampler, drop_last=True, seed=r.seed + epoch)
         batches = self.rt.batches(loader)
         self.net.train()
-        self.epoch_sums = torch.zeros(3, dtype=torch.float64)     # loss_sum, correct, count (all ranks)
-        self.skipped_epoch, t_epoch = 0, time.time()
+        if epoch != self.start_epoch or not self.start_step:      # a resume inside an epoch keeps its sums
+            self.epoch_sums = torch.zeros(4, dtype=torch.float64)  # loss_sum, correct, count, bad (all ranks)
+        t_epoch = time.time()
         kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
         bar = progress(range(first, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{o.epochs}", unit="step",
                        initial=first, total=self.steps_per_epoch, show=self.rt.is_main)
         for step_in_epoch in bar:
             t_step, lr = time.time(), self.lr(self.global_step)
-            tot = self.train_step(batches, lr, epoch)
+            tot = self.train_step(batches, lr, epoch, step_in_epoch)
             step_loss = tot[0].item() / max(tot[2].item(), 1)
             clips_s = tot[2].item() / max(time.time() - t_step, 1e-9)
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{clips_s:.1f}")
@@ -306,15 +336,19 @@ class Trainer:
         bar.close()
         self.end_epoch(epoch, time.time() - t_epoch)
 
-    def train_step(self, batches, lr: float, epoch: int) -> torch.Tensor:
-        """One optimizer step over accum_steps micro-batches; returns (loss_sum, correct, count) over ranks."""
+    def train_step(self, batches, lr: float, epoch: int, step_in_epoch: int) -> torch.Tensor:
+        """One optimizer step over accum_steps micro-batches; returns (loss_sum, correct, count, bad videos)
+        over ranks."""
         o = self.cfg.optim
         set_lr(self.optimizer, lr)
-        # loss_sum, correct, count, kept on the device: one host sync per step, not three per micro-batch
-        sums = torch.zeros(3, dtype=torch.float64, device=self.rt.device)
+        start_rng = rng_state()       # a stop on a bad video saves the state before this step
+        # loss_sum, correct, count, bad, kept on the device: one host sync per step, not four per micro-batch
+        sums = torch.zeros(4, dtype=torch.float64, device=self.rt.device)
+        bad = []
         for _ in range(o.accum_steps):
-            x, y, _, nskip = next(batches)
-            self.skipped_epoch += nskip
+            x, y, _, skipped = next(batches)
+            bad += skipped
+            sums[3] += len(skipped)
             if x is None:
                 continue
             if x.ndim - (2 if self.cfg.runtime.cache_features else 5):   # num_sample views per video
@@ -324,10 +358,12 @@ class Trainer:
                 logits = self.fwd(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=o.label_smoothing)
             n = y.new_tensor(y.numel(), dtype=torch.float64)
-            sums += torch.stack((loss.detach().double() * n, (logits.argmax(1) == y).sum().double(), n))
+            sums[:3] += torch.stack((loss.detach().double() * n, (logits.argmax(1) == y).sum().double(), n))
             scaled = loss / o.accum_steps       # a non-finite loss stops the step below, before any update
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         tot = D.all_reduce_sum(sums).cpu()
+        if tot[3] > 0:
+            self._bad_in_step(bad, epoch, step_in_epoch, start_rng)
         step_loss = tot[0].item() / max(tot[2].item(), 1)
         if not math.isfinite(step_loss):
             last = latest_checkpoint(self.ckpt_dir)
@@ -338,6 +374,23 @@ class Trainer:
         self.global_step += 1
         self.epoch_sums += tot
         return tot
+
+    def _bad_in_step(self, bad: list, epoch: int, step_in_epoch: int, start_rng: dict) -> None:
+        """Bad videos in this step (from any rank): named once and listed; the step goes on without
+        them, unless skipping is off or over data.max_bad_fraction of the training list: then a
+        checkpoint of the last completed step is written (with the RNG states from before this step,
+        so the resume is exact) and the run stops."""
+        bad = [b for part in D.all_gather_object(bad) for b in part]
+        self.bad.report(bad, "train", quiet=not self.cfg.data.skip_bad_videos)
+        why = self._bad_stop_reason()
+        if why is None:
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        path = self.save_checkpoint(epoch, step_in_epoch, rngs=D.all_gather_object(start_rng))
+        saved = (f"Stopped before step {self.global_step + 1} (epoch {epoch + 1}); the last completed step "
+                 f"({self.global_step}) is saved in {path}.")
+        resume = f"aptune train {self.run_dir / 'config.yaml'} --resume"
+        raise BadVideoStop(stop_message(bad, why, saved, resume))
 
     def _update(self) -> None:
         D.all_reduce_grads(self.params)
@@ -356,7 +409,7 @@ class Trainer:
         """The epoch's record (train loss/top-1, skipped videos, validation), then a checkpoint."""
         s = self.epoch_sums
         rec = {"epoch": epoch + 1, "lr": self.lr(max(self.global_step - 1, 0)), "epoch_time_s": seconds,
-               "skipped_videos": int(D.all_reduce_sum(torch.tensor([self.skipped_epoch])).item())}
+               "skipped_videos": int(s[3].item())}
         padded = getattr(self.train_set, "padded", None)      # videos shorter than a clip: padded, counted
         if padded is not None and not self.cfg.runtime.cache_features:
             rec["padded_videos"] = int((D.all_reduce_sum(padded.to(torch.int64)) > 0).sum().item())   # union of ranks
@@ -374,28 +427,34 @@ class Trainer:
     # ---- evaluate / save -----------------------------------------------------------------------
     def evaluate(self) -> dict:
         """Clip-level validation; a new best top-1 saves the adapter under best/."""
-        self.val_metrics = evaluate_clips(self.net, self.val_fit, self.rt, self.eval_bs)
+        self.val_metrics = evaluate_clips(self.net, self.val_fit, self.rt, self.eval_bs, bad_log=self.bad)
         if self.val_metrics["top1"] > self.best:
             self.best = self.val_metrics["top1"]
             self.save_best()
         m = self.val_metrics
-        return {"val_top1": m["top1"], "val_top5": m["top5"], "val_loss": m["loss"]}
+        skipped = m["skipped"] + len(getattr(self.val_fit, "bad", []))   # left out of the feature cache
+        return {"val_top1": m["top1"], "val_top5": m["top5"], "val_loss": m["loss"], "val_skipped": skipped}
 
     def save_best(self) -> None:
         if self.rt.is_main:
             save_adapter(self.model, self.run_dir / "best", class_names=self.class_names, clip=self.clip,
                          extra={"best_val_top1": self.best})
 
-    def save_checkpoint(self, epoch: int, step_in_epoch: int) -> None:
-        rngs = D.all_gather_object(rng_state())
+    def save_checkpoint(self, epoch: int, step_in_epoch: int, rngs: list | None = None) -> Path:
+        """Snapshot at the data position (epoch, step_in_epoch); `rngs`: every rank's RNG states (default:
+        now). Returns its path."""
+        rngs = rngs if rngs is not None else D.all_gather_object(rng_state())
+        path = self.ckpt_dir / f"step_{self.global_step:08d}.pt"
         if self.rt.is_main:
-            save_checkpoint(self.ckpt_dir / f"step_{self.global_step:08d}.pt", {
+            save_checkpoint(path, {
                 "model": model_state(self.model), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None, "rng": rngs,
                 "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": self.global_step, "best": self.best,
+                "epoch_sums": self.epoch_sums.tolist() if step_in_epoch else None,
                 "config": self.cfg.to_dict(), "world_size": self.rt.world_size})
             prune_checkpoints(self.ckpt_dir, self.cfg.output.keep_last)
         D.barrier()
+        return path
 
     # ---- finish --------------------------------------------------------------------------------
     def finish(self) -> dict:
@@ -408,9 +467,10 @@ class Trainer:
                 self.save_best()
         test = None
         if self.test_set is not None and self.cfg.eval.test_at_end:
-            test = run_test_protocol(self.model, self.test_set, self.rt, self.run_dir / "eval", 1, self.class_names)
-            self.logger.log("test", self.global_step, **{k: v for k, v in test.items()
-                                                          if k not in ("confusion", "per_class", "video_correct")})
+            test = run_test_protocol(self.model, self.test_set, self.rt, self.run_dir / "eval", 1, self.class_names,
+                                     bad_log=self.bad)
+            self.logger.log("test", self.global_step, **{k: v for k, v in test.items() if k not in
+                                                          ("confusion", "per_class", "video_correct", "bad_videos")})
             if self.rt.is_main:
                 print("aptune: test " + summary(test))
         self.logger.close()
