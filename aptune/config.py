@@ -64,6 +64,7 @@ class OptimConfig:
     optimizer: str = "adamw"           # adamw | sgd
     lr: float = 0.05                   # per total batch of 256; scaled linearly
     min_lr: float = 0.0                # also per 256
+    warmup_lr: float = 0.0             # where the linear warm-up starts, per 256
     weight_decay: float = 1e-5
     epochs: int = 100
     warmup_epochs: float = 10
@@ -220,6 +221,8 @@ class Config:
             bad("optim.warmup_epochs", f"{o.warmup_epochs} must be within [0, epochs={o.epochs}]")
         if o.lr <= 0:
             bad("optim.lr", f"must be > 0, got {o.lr}")
+        if o.min_lr < 0 or o.warmup_lr < 0:
+            bad("optim.min_lr" if o.min_lr < 0 else "optim.warmup_lr", "must be >= 0")
         if not 0 < o.layer_decay <= 1:
             bad("optim.layer_decay", f"must be in (0, 1], got {o.layer_decay}")
         if not 0 <= o.label_smoothing < 1:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .data.synthetic import SynthConfig
 from .errors import ConfigError, MissingFileError
+from .stats import bootstrap_ci
 
 ASSET = Path(__file__).parent / "assets" / "vit-demo.pth"
 
@@ -259,20 +260,6 @@ def run_demo(cfg: DemoConfig) -> list[dict]:
 
 
 # ---- reporting ----------------------------------------------------------------------------
-def bootstrap_ci(correct, num_resamples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of top-1 (percent) over test videos: `correct` holds 1/0 per video;
-    each resample draws len(correct) videos with replacement (numpy's Generator, `seed`); the bounds
-    are the (1 - level)/2 and (1 + level)/2 quantiles (linear interpolation) of the resampled means."""
-    import numpy as np
-    c = np.asarray(correct, dtype=np.float64)
-    if c.ndim != 1 or len(c) == 0:
-        raise ValueError(f"bootstrap_ci: need a non-empty 1-D list of 0/1 per video, got shape {c.shape}")
-    rng = np.random.default_rng(seed)
-    means = 100.0 * c[rng.integers(0, len(c), size=(num_resamples, len(c)))].mean(axis=1)
-    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
-
-
 def format_table(rows: list[dict]) -> str:
     """Markdown table in the shape of the APT paper's Table 5, top-1 with its 95% bootstrap interval."""
     head = "| Method | Tunable params | Tunable % | GFLOPs | Epochs | Top-1 [95% CI] | Top-5 | Train time (s) |"

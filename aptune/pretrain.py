@@ -281,6 +281,7 @@ def pretrain(cfg: Config, videos=None, progress: bool = True, log=print) -> dict
     dataset = pretrain_dataset(cfg, videos, progress)
     base_lr = scaled_lr(o.lr, o.batch_size, 1, rt.world_size)
     min_lr = scaled_lr(o.min_lr, o.batch_size, 1, rt.world_size)
+    warmup_lr = scaled_lr(o.warmup_lr, o.batch_size, 1, rt.world_size)
     opt = build_optimizer(model, o, base_lr)
     sampler = EpochSampler(len(dataset), min(o.batch_size, len(dataset)), rt.rank, rt.world_size, r.seed)
     steps_per_epoch = len(sampler) // min(o.batch_size, len(dataset))
@@ -300,7 +301,7 @@ def pretrain(cfg: Config, videos=None, progress: bool = True, log=print) -> dict
             mask = tube_mask(video.shape[0], config.grid(), p.mask_ratio, gen).to(rt.device)
             # with a time budget, the cosine follows the larger of step and time spent
             spent = 0.0 if p.max_minutes is None else (time.time() - t0) / (60 * p.max_minutes)
-            set_lr(opt, lr_at(step, total, warmup, base_lr, min_lr, spent))
+            set_lr(opt, lr_at(step, total, warmup, base_lr, min_lr, spent, warmup_lr))
             with rt.autocast():
                 loss = model.loss(video, mask)
             opt.zero_grad(set_to_none=True)

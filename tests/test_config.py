@@ -104,9 +104,7 @@ def test_presets_load_and_validate(path):
     o = cfg.optim
     if name.startswith("apt"):
         assert cfg.method.options["num_prompts"] == int(name[3:])
-        assert cfg.method.options["prompt_dropout"] == 0.1 and cfg.method.options["reparam"] is True
-        assert (o.optimizer, o.lr, o.weight_decay, o.warmup_epochs, o.label_smoothing) == ("adamw", 0.05, 1e-5, 10, 0.1)
-        assert o.epochs == (50 if ds == "ucf101" else 100) and o.min_lr == 0.0 and cfg.data.num_sample == 2
+        # the rest of the APT recipe: against the authors' scripts in tests/test_presets_authors.py
     if name == "full":
         assert (o.lr, o.weight_decay, o.layer_decay, o.warmup_epochs) == (5e-4, 0.05, 0.75, 5)
         assert cfg.model.drop_path_rate == 0.1

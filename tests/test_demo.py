@@ -1,8 +1,6 @@
 """The embedded demo: the shipped backbone loads, and a tiny end-to-end run writes the table files."""
 import json
 
-import numpy as np
-import pytest
 import torch
 
 from aptune import count_parameters, create_model, get_config
@@ -10,7 +8,6 @@ from aptune.config import Config
 from aptune.demo import (
     DemoConfig,
     DemoRow,
-    bootstrap_ci,
     default_rows,
     demo_checkpoint,
     ensure_dataset,
@@ -87,29 +84,6 @@ def test_plot_labels_do_not_collide(tmp_path):
     for i in range(4):
         for j in range(i):
             assert not boxes[i].overlaps(boxes[j]), (rows[i]["name"], rows[j]["name"])
-
-
-def test_bootstrap_ci_matches_a_hand_computation():
-    correct = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 1, 0]
-    n, resamples = len(correct), 300
-    rng = np.random.default_rng(5)                      # the same generator, one resample at a time
-    means = []
-    for _ in range(resamples):
-        picks = rng.integers(0, n, size=n)
-        means.append(100.0 * sum(correct[i] for i in picks) / n)
-    means.sort()
-
-    def quantile(q):                                     # linear interpolation between order statistics
-        pos = q * (resamples - 1)
-        lo = int(pos)
-        return means[lo] + (pos - lo) * (means[min(lo + 1, resamples - 1)] - means[lo])
-    low, high = bootstrap_ci(correct, num_resamples=resamples, seed=5)
-    assert abs(low - quantile(0.025)) < 1e-9 and abs(high - quantile(0.975)) < 1e-9
-    assert low < 100.0 * sum(correct) / n < high
-    # every video right (or wrong): no spread at all
-    assert bootstrap_ci([1] * 20) == (100.0, 100.0) and bootstrap_ci([0] * 20) == (0.0, 0.0)
-    with pytest.raises(ValueError):
-        bootstrap_ci([])
 
 
 def test_quick_demo_results_schema_and_overall_progress(tmp_path, capsys):

@@ -1,8 +1,10 @@
 """Engine: multi-view metrics by hand, optimizer groups and schedule, a tiny training run,
 non-finite loss handling, interrupted checkpoint writes, linear probing on cached features."""
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,16 +72,46 @@ def test_param_groups_decay_and_layer_decay():
     assert sum(len(g["params"]) for g in groups) == len(list(full.parameters()))
 
 
+def authors_cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0):
+    """wgcban/apt utils.py cosine_scheduler (VideoMAE's), restated: linspace warm-up, then a cosine over the
+    remaining iterations; run_class_apt.py calls it without start_warmup_value, so the warm-up starts at 0."""
+    warmup_iters = warmup_epochs * niter_per_ep
+    warmup = np.linspace(start_warmup_value, base_value, warmup_iters) if warmup_epochs > 0 else np.array([])
+    iters = np.arange(epochs * niter_per_ep - warmup_iters)
+    cosine = [final_value + 0.5 * (base_value - final_value) * (1 + math.cos(math.pi * i / len(iters))) for i in iters]
+    return np.concatenate((warmup, cosine)).tolist()
+
+
+@pytest.mark.parametrize("epochs,niter,warm,start", [(100, 7, 10, 0.0), (50, 3, 10, 0.0), (5, 4, 1, 2e-4),
+                                                     (3, 1, 1, 0.0), (4, 5, 0, 0.0)])
+def test_lr_schedule_is_the_authors_cosine_scheduler(epochs, niter, warm, start):
+    base, final = 0.0125, 2.5e-7          # 0.05 and 1e-6 per 256 at the authors' 8 x 8 clips
+    want = authors_cosine_scheduler(base, final, epochs, niter, warm, start)
+    got = [lr_at(s, epochs * niter, warm * niter, base, final, warmup_lr=start) for s in range(epochs * niter)]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert lr_at(epochs * niter + 5, epochs * niter, warm * niter, base, final) == final     # past the end
+
+
 def test_lr_schedule_and_scaling():
     assert scaled_lr(0.05, 8, 2, 4) == pytest.approx(0.05 * 64 / 256)
     base, total, warm = 1.0, 100, 10
-    assert lr_at(0, total, warm, base) == pytest.approx(0.1)
-    assert lr_at(9, total, warm, base) == pytest.approx(1.0)
+    assert lr_at(0, total, warm, base) == 0.0 and lr_at(0, total, warm, base, warmup_lr=0.2) == 0.2
+    assert lr_at(9, total, warm, base) == pytest.approx(1.0) and lr_at(3, total, warm, base) == pytest.approx(1 / 3)
     for s in (10, 40, 99):
         assert lr_at(s, total, warm, base, 0.1) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * (s - 10) / 90)))
     # a time budget floors the cosine's progress: half spent right after warm-up -> the midpoint
     assert lr_at(10, total, warm, base, 0.1, min_progress=0.5) == pytest.approx(0.55)
     assert lr_at(10, total, warm, base, 0.1, min_progress=2.0) == pytest.approx(0.1)
+
+
+def test_trainer_follows_the_schedule_with_scaled_warmup_and_min_lr(tmp_path):
+    """The lr logged at every step is the authors' schedule of lr, min_lr and warmup_lr, each scaled by 4 / 256."""
+    cfg = tiny_cfg(tmp_path, optim={"epochs": 3, "warmup_epochs": 1, "lr": 2.56, "min_lr": 0.64, "warmup_lr": 0.256})
+    train(cfg, datasets={"train": TensorVideos(12)})
+    logged = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+              if r.get("kind") == "train" and "lr" in r]
+    want = authors_cosine_scheduler(0.04, 0.01, 3, 3, 1, 0.004)      # 12 clips / batch 4 = 3 steps per epoch
+    np.testing.assert_allclose(logged, want, rtol=1e-9)
 
 
 def test_optimizer_only_trainable():
@@ -96,7 +128,8 @@ def data(n_train=24, **kw):
 
 
 def test_train_run_learns_and_writes_run_folder(tmp_path):
-    cfg = tiny_cfg(tmp_path, optim={"epochs": 3}, data={"num_sample": 2})
+    # lr 2 (per 256): at 1 the 18 steps reached exactly the 75% bar, with the authors' warm-up (from 0) 66.7%
+    cfg = tiny_cfg(tmp_path, optim={"epochs": 3, "lr": 2.0}, data={"num_sample": 2})
     out = train(cfg, datasets=data(num_sample=2))
     run = tmp_path / "run"
     assert out["val"]["top1"] >= 75.0          # 3 separable classes, chance is 33%

@@ -8,8 +8,11 @@ Layer ids for layer-wise decay come from the backbone's own `layer_id(name)`.
 
 The learning rate is given per total batch of 256 and scaled linearly:
     lr = cfg.lr * batch_size * accum_steps * world_size / 256.
-The schedule is per optimizer step: linear warm-up from 0, then cosine to min_lr. Each group
-carries `lr_scale` (layer-wise decay); the current lr of a group is schedule(step) * lr_scale.
+The schedule is per optimizer step and is the APT / VideoMAE authors' `utils.cosine_scheduler`:
+warm-up `np.linspace(warmup_lr, lr, W)` over the first W steps, then cosine from lr to min_lr.
+(Their `--warmup_lr` is parsed and scaled but never passed to it, so their warm-up starts at 0:
+`optim.warmup_lr: 0.0` in the presets.) Each group carries `lr_scale` (layer-wise decay); the
+current lr of a group is schedule(step) * lr_scale.
 """
 from __future__ import annotations
 
@@ -64,12 +67,15 @@ def build_optimizer(model: torch.nn.Module, optim_cfg, base_lr: float) -> torch.
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0,
-          min_progress: float = 0.0) -> float:
-    """Per-iteration schedule: linear warm-up (step + 1) / warmup, then cosine from base_lr to min_lr.
-    `min_progress` floors the cosine's progress (e.g. the fraction of a time budget spent, so a
-    time-boxed run ends decayed on time)."""
+          min_progress: float = 0.0, warmup_lr: float = 0.0) -> float:
+    """Per-iteration schedule, the authors' cosine_scheduler: step s < W takes linspace(warmup_lr,
+    base_lr, W)[s] (W = 1: warmup_lr), then step W + i takes min_lr + (base_lr - min_lr) *
+    (1 + cos(pi i / (total - W))) / 2; past the end, min_lr. `min_progress` floors the cosine's progress
+    (e.g. the fraction of a time budget spent, so a time-boxed run ends decayed on time)."""
     if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
+        if warmup_steps == 1:
+            return warmup_lr
+        return warmup_lr + (base_lr - warmup_lr) * step / (warmup_steps - 1)
     span = max(total_steps - warmup_steps, 1)
     t = min(max(min(step - warmup_steps, span) / span, min_progress), 1.0)
     return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * t))

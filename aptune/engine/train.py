@@ -278,6 +278,7 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.base_lr = scaled_lr(o.lr, o.batch_size, o.accum_steps, rt.world_size)
         self.min_lr = scaled_lr(o.min_lr, o.batch_size, o.accum_steps, rt.world_size)
+        self.warmup_lr = scaled_lr(o.warmup_lr, o.batch_size, o.accum_steps, rt.world_size)
         self.optimizer = build_optimizer(self.model, o, self.base_lr)
         global_batch = o.batch_size * o.accum_steps * rt.world_size
         self.sampler = EpochSampler(len(self.fit_set), global_batch, rt.rank, rt.world_size, self.cfg.runtime.seed)
@@ -286,7 +287,8 @@ class Trainer:
         self.warmup_steps = round(o.warmup_epochs * self.steps_per_epoch)
 
     def lr(self, step: int) -> float:
-        return lr_at(step, self.total_steps, self.warmup_steps, self.base_lr, self.min_lr)
+        return lr_at(step, self.total_steps, self.warmup_steps, self.base_lr, self.min_lr,
+                     warmup_lr=self.warmup_lr)
 
     # ---- resume --------------------------------------------------------------------------------
     def resume(self, path: Path, payload: dict) -> None:
