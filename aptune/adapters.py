@@ -4,6 +4,7 @@ adapter.json records what the adapter needs to mean anything:
   family, backbone        the backbone family and its config
   method, method_config   the tuning method and its options
   backbone_weights        the weights it was trained on: `path` as given and `resolved` (absolute),
+                          for a Hugging Face Hub id also `hub` (id, revision asked, commit used),
                           `size` in bytes, `fingerprint` (sha256 over the frozen tensors as loaded, so the
                           same weights in another file format match) and, for a backbone that was a
                           seeded random init, `random_seed`
@@ -27,6 +28,8 @@ import torch
 
 from .console import warn
 from .errors import CheckpointError, MissingFileError
+from .hub import record as hub_record
+from .hub import resolve
 from .io import atomic_path, write_json
 
 ADAPTER_FORMAT = "aptune-adapter"
@@ -65,9 +68,12 @@ def backbone_record(model, path=None, random_seed: int | None = None) -> dict:
     rec = {"path": None if path is None else os.fspath(path), "resolved": None, "size": None,
            "fingerprint": backbone_fingerprint(model), "random_seed": random_seed}
     if path is not None:
-        p = Path(path)
+        p = Path(resolve(path))
         rec["resolved"] = str(p.resolve())
         rec["size"] = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+        hub = hub_record(path)
+        if hub is not None:
+            rec["hub"] = hub
     return rec
 
 
@@ -134,11 +140,17 @@ def read_adapter_meta(directory: str | os.PathLike) -> dict:
 
 
 def recorded_backbone(meta: dict) -> str | None:
-    """The recorded backbone file if it is there (as given, else its absolute path), else None."""
+    """The recorded backbone if it is there (as given, else its absolute path), else, for one taken from
+    the Hub, that id at the recorded commit (fetched through the cache: errors say what to do); else None."""
     rec = meta.get("backbone_weights") or {}
     for p in (rec.get("path"), rec.get("resolved")):
         if p and os.path.exists(p):
             return p
+    hub = rec.get("hub")
+    if hub:
+        pinned = f"{hub['id']}@{hub.get('commit') or hub.get('revision') or 'main'}"
+        resolve(pinned)
+        return pinned
     return None
 
 

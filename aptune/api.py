@@ -8,6 +8,7 @@ import torch
 
 from .adapters import adapter_state, load_adapter, save_adapter  # noqa: F401  (public API)
 from .errors import CheckpointError, ConfigError
+from .hub import is_hub_id, resolve
 from .methods import apply_method, make_config
 from .models.backbone import Backbone
 from .models.checkpoints import read_checkpoint
@@ -23,6 +24,7 @@ def create_model(model="videomae-vit-b", num_classes: int | None = None,
 
     The checkpoint may be any supported format; it is read after the method is applied, so a
     checkpoint that carries the method's own parameters (an official APT file) fills them too.
+    `checkpoint` (and `model`) may be a Hugging Face Hub id, `org/name[@revision]` (hub.py).
     `model` may also be a checkpoint: a Hugging Face folder (its config.json gives the config) or
     a file whose format states the architecture (CLIP, timm and HF ViT state dicts, OpenAI's
     TorchScript archives: inferred from the tensor shapes); unless `checkpoint` says otherwise, its
@@ -34,7 +36,7 @@ def create_model(model="videomae-vit-b", num_classes: int | None = None,
     if _is_checkpoint_path(model):
         conv = read_checkpoint(model)
         if conv.config is None:
-            what = "its config.json does not describe" if os.path.isdir(model) else \
+            what = "its config.json does not describe" if os.path.isdir(resolve(model)) else \
                 f"the file ({conv.format}) does not state the architecture of"
             raise CheckpointError(f"{model}: {what} a backbone aptune can build; pass a zoo model name as model "
                                   "and this path as checkpoint=")
@@ -81,11 +83,11 @@ def resolve_layout(config, layout: str | None = None) -> tuple[object, str]:
 
 
 def _is_checkpoint_path(model) -> bool:
-    """A folder, or a file that is not also a zoo name."""
+    """A folder, a file that is not also a zoo name, or a Hub id (`org/name[@revision]`)."""
     from .models.zoo import ZOO
     if not isinstance(model, (str, os.PathLike)):
         return False
-    return os.path.isdir(model) or (os.path.isfile(model) and os.fspath(model) not in ZOO)
+    return os.path.isdir(model) or (os.path.isfile(model) and os.fspath(model) not in ZOO) or is_hub_id(model)
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, MissingFileError
+from .errors import AptuneError, ConfigError, MissingFileError
+from .hub import resolve
 
 
 @dataclass
@@ -46,7 +47,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "videomae-vit-b"
-    checkpoint: str | None = None
+    checkpoint: str | None = None      # a file, a Hugging Face folder, or a Hub id org/name[@revision]
     num_classes: int | None = None     # None: taken from the training data
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
@@ -254,8 +255,11 @@ class Config:
         for key, p in lists:
             if check_files and p and not Path(p).is_file():
                 bad(key, f"list file not found: {p}")
-        if check_files and self.model.checkpoint and not Path(self.model.checkpoint).exists():
-            bad("model.checkpoint", f"file not found: {self.model.checkpoint}")
+        if check_files and self.model.checkpoint:
+            try:                          # a local path, else a Hub id fetched into its cache now
+                resolve(self.model.checkpoint)
+            except AptuneError as e:
+                bad("model.checkpoint", str(e))
 
 
 def _check_model_and_clip(cfg: Config, bad):

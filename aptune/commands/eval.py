@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--adapter", metavar="DIR", help="adapter folder saved by training (adapter.json + safetensors)")
     src.add_argument("--checkpoint", metavar="FILE",
-                     help="a training checkpoint (run/checkpoints/step_*.pt) or full model weights")
+                     help="a training checkpoint (run/checkpoints/step_*.pt) or full model weights (a file, Hugging "
+                          "Face folder or Hub id org/name[@revision])")
     p.add_argument("--backbone", metavar="FILE",
                    help="backbone weights under the adapter (default: model.checkpoint, else the adapter's record)")
     p.add_argument("--random-backbone", action="store_true",
@@ -41,13 +42,14 @@ def build_eval_model(cfg, args, num_classes: int | None):
     from ..engine.build import build_model
     from ..engine.state import is_training_snapshot, load_model_state
     from ..errors import ConfigError, MissingFileError
+    from ..hub import is_hub_id
     from ..models.checkpoints import load_checkpoint, read_checkpoint, read_state
     if args.adapter:
         return load_adapter(args.adapter, checkpoint=args.backbone or cfg.model.checkpoint,
                             allow_random_backbone=args.random_backbone, allow_other_backbone=args.allow_other_backbone)
     checkpoint = args.checkpoint
-    if not Path(checkpoint).is_file():
-        raise MissingFileError(f"--checkpoint: file not found: {checkpoint}")
+    if not Path(checkpoint).exists() and not is_hub_id(checkpoint):
+        raise MissingFileError(f"--checkpoint: not found: {checkpoint}")
     if not num_classes:
         raise ConfigError("model.num_classes: not set and the list has no classes.txt beside it")
     raw = read_state(checkpoint)                         # the safe loader: no code from the file runs

@@ -16,7 +16,8 @@ HELP = "show what a checkpoint, training snapshot (step_*.pt) or adapter folder 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="checkpoint file (.pth/.pt/.bin/.safetensors), Hugging Face folder, "
-                                     "training snapshot (step_*.pt) or adapter folder")
+                                     "training snapshot (step_*.pt), adapter folder, or a Hugging Face Hub id "
+                                     "(org/name[@revision], fetched into its cache)")
     parser.add_argument("--json", action="store_true", help="print the description as JSON")
 
 
@@ -48,14 +49,15 @@ def describe_snapshot(payload: dict) -> dict:
 
 def describe(path: str) -> dict:
     from ..engine.state import is_training_snapshot
+    from ..hub import resolve
     from ..models.checkpoints import describe_checkpoint, read_state
-    p = Path(path)
+    p = Path(resolve(path))                     # a Hub id: its cached snapshot folder
     if p.is_dir() and (p / "adapter.json").exists():
         return describe_adapter(p)
     raw = read_state(p) if p.is_file() else None
     if is_training_snapshot(raw):
         return describe_snapshot(raw)
-    return {"kind": "weights", **describe_checkpoint(path, raw)}
+    return {"kind": "weights", **describe_checkpoint(p, raw)}
 
 
 def _show(value) -> str:

@@ -3,7 +3,8 @@
     load_checkpoint(model, path)
       read_checkpoint(path)   file (.pth/.pt/.bin pickle with weights_only=True, .safetensors, a
                               TorchScript archive read as tensors: torchscript.py) or a Hugging Face
-                              folder (config.json, parsed once, + weights)
+                              folder (config.json, parsed once, + weights); a Hub id `org/name[@rev]`
+                              is fetched into huggingface_hub's cache first (hub.py)
       unwrap                  `model` / `module` / `state_dict` wrappers, DDP `module.` prefixes
       convert                 the first registered format whose `detect` accepts the keys turns them
                               into aptune names (a `Converted`)
@@ -31,6 +32,7 @@ from typing import Callable
 import torch
 
 from ..errors import CheckpointError, MissingFileError, UnsafeCheckpointError
+from ..hub import resolve
 
 __all__ = ["load_checkpoint", "read_state", "read_checkpoint", "describe_checkpoint", "safe_torch_load",
            "register_format", "formats", "Converted", "Source", "UnsafeCheckpointError"]
@@ -127,10 +129,9 @@ def read_json(path: Path) -> dict:
 
 
 def read_state(path: str | os.PathLike):
-    """The raw contents of a checkpoint file, or the merged weights of a Hugging Face folder."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise MissingFileError(f"checkpoint not found: {path}")
+    """The raw contents of a checkpoint file, or the merged weights of a Hugging Face folder (a local
+    path, or a Hub id `org/name[@revision]`: hub.py)."""
+    path = resolve(path)
     if os.path.isdir(path):
         return _hf_weights(Path(path))
     return _read_file(path)
@@ -228,9 +229,9 @@ def convert(state: dict[str, torch.Tensor], source: Source) -> Converted:
 
 
 def read_checkpoint(path: str | os.PathLike, raw=None) -> Converted:
-    """Read `path` (file or Hugging Face folder) and convert it to aptune's names; `raw`: its
+    """Read `path` (file, Hugging Face folder or Hub id) and convert it to aptune's names; `raw`: its
     contents if already read (`read_state`)."""
-    path = os.fspath(path)
+    path = resolve(path)
     hf_config = None
     if os.path.isdir(path):
         cfg_path = Path(path) / "config.json"
