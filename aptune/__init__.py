@@ -1,5 +1,14 @@
 """aptune: Attention Prompt Tuning and parameter-efficient baselines for video transformers."""
-from .api import count_parameters, create_model, load_adapter, print_trainable_parameters, save_adapter
+from .api import (
+                  count_parameters,
+                  create_model,
+                  from_pretrained,
+                  load_adapter,
+                  print_trainable_parameters,
+                  push_to_hub,
+                  save_adapter,
+                  save_pretrained,
+)
 from .errors import AptuneError
 from .methods import apply_method, list_methods
 from .models import Backbone, VisionTransformer, ViTConfig, get_config, list_models
@@ -9,5 +18,6 @@ from .profiling import count_flops
 __version__ = "0.1.0"
 
 __all__ = ["AptuneError", "Backbone", "MultiTaskModel", "ViTConfig", "VisionTransformer", "apply_method",
-           "count_flops", "count_parameters", "create_model", "get_config", "list_methods", "list_models",
-           "load_adapter", "load_adapters", "print_trainable_parameters", "save_adapter"]
+           "count_flops", "count_parameters", "create_model", "from_pretrained", "get_config", "list_methods",
+           "list_models", "load_adapter", "load_adapters", "print_trainable_parameters", "push_to_hub", "save_adapter",
+           "save_pretrained"]

@@ -1,4 +1,6 @@
-"""Adapter folders: `adapter.safetensors` (only what trains) + `adapter.json` (how to rebuild it).
+"""Adapter folders: `adapter.safetensors` (only what trains) + `adapter.json` (how to rebuild it), and with
+`save_pretrained` (PEFT's name) a model card, README.md (model_card.py); `from_pretrained` reads a folder
+or an adapter repository's Hub id; `push_to_hub` uploads a folder with huggingface_hub.
 
 adapter.json records what the adapter needs to mean anything:
   family, backbone        the backbone family and its config
@@ -28,9 +30,10 @@ import torch
 
 from .console import warn
 from .errors import CheckpointError, MissingFileError
+from .hub import is_hub_id, resolve
 from .hub import record as hub_record
-from .hub import resolve
 from .io import atomic_path, write_json
+from .model_card import CARD, write_card
 
 ADAPTER_FORMAT = "aptune-adapter"
 ADAPTER_VERSION = 2     # 2: family, backbone_weights, clip (version 1 files are VideoMAE, without them)
@@ -120,8 +123,8 @@ def _umask() -> int:
 
 
 def read_adapter_meta(directory: str | os.PathLike) -> dict:
-    """adapter.json of an adapter folder, checked; errors name the file."""
-    directory = Path(directory)
+    """adapter.json of an adapter folder (or Hub id), checked; errors name the file."""
+    directory = Path(resolve(directory)) if is_hub_id(directory) else Path(directory)
     meta_path, weights_path = directory / META, directory / WEIGHTS
     for p in (meta_path, weights_path):
         if not p.exists():
@@ -166,11 +169,12 @@ def _read_weights(path: Path) -> dict:
 def load_adapter(directory: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
                  allow_random_backbone: bool = False, allow_other_backbone: bool = False):
     """Rebuild the model saved by save_adapter: the backbone from `checkpoint` (default: the one the
-    adapter records, if the file is there), then the adapter on top. See the module docstring."""
+    adapter records, if the file is there), then the adapter on top. `directory` may be a Hub id of an
+    adapter repository (hub.py). See the module docstring."""
     from .api import create_model
     from .methods import get_method
     from .models.zoo import config_from_dict
-    directory = Path(directory)
+    directory = Path(resolve(directory)) if is_hub_id(directory) else Path(directory)
     meta = read_adapter_meta(directory)
     config = config_from_dict(meta.get("family", "videomae"), meta["backbone"])
     full = get_method(meta["method"]).full_state
@@ -229,3 +233,55 @@ def _fill(model, weights_path: Path, method: str) -> None:
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t)
+
+
+# ---- PEFT's words: save_pretrained / from_pretrained / push_to_hub --------------------------------
+def save_pretrained(model, directory: str | os.PathLike, class_names: list[str] | None = None,
+                    extra: dict | None = None, backbone: dict | None = None, clip: dict | None = None) -> Path:
+    """The adapter folder (`save_adapter`) plus its model card, README.md (model_card.py). `extra` may
+    hold `training` (command, data, resolved config), `val`, `test` and `global_step`: the card shows them."""
+    saved = sum(t.numel() for t in adapter_state(model).values())
+    extra = {"parameters": {"trainable": saved, "total": sum(p.numel() for p in model.parameters())}, **(extra or {})}
+    directory = save_adapter(model, directory, class_names, extra, backbone, clip)
+    write_card(directory, read_adapter_meta(directory))
+    return directory
+
+
+def from_pretrained(directory_or_id: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                    allow_random_backbone: bool = False, allow_other_backbone: bool = False):
+    """PEFT's name for `load_adapter`: an adapter folder or Hub id, on `checkpoint` (default: the backbone
+    it records, a Hub id at its recorded commit included)."""
+    return load_adapter(directory_or_id, checkpoint, allow_random_backbone, allow_other_backbone)
+
+
+def record_results(directory: str | os.PathLike, **results) -> dict:
+    """Add results to adapter.json (e.g. `test` metrics after training) and re-render the card."""
+    directory = Path(directory)
+    meta = {**read_adapter_meta(directory), **results}
+    write_json(directory / META, meta)
+    write_card(directory, meta)
+    return meta
+
+
+def push_to_hub(directory: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None,
+                commit_message: str | None = None) -> str:
+    """Upload an adapter folder (adapter.json, adapter.safetensors, README.md) to the Hub repository
+    `repo_id`, creating it if needed, with huggingface_hub's HfApi; returns the commit URL. Thin by design:
+    authentication, endpoints and retries are huggingface_hub's (HF_TOKEN, HF_ENDPOINT)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    directory = Path(directory)
+    meta = read_adapter_meta(directory)
+    if not (directory / CARD).exists():
+        write_card(directory, meta)
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=str(directory), repo_id=repo_id, allow_patterns=[META, WEIGHTS, CARD],
+                                 commit_message=commit_message or f"aptune {meta['method']} adapter")
+    except OfflineModeIsEnabled:
+        raise MissingFileError(f"{directory}: cannot push to {repo_id}: HF_HUB_OFFLINE=1 forbids network access; "
+                               "unset it (and log in: `hf auth login` or HF_TOKEN)") from None
+    except HfHubHTTPError as e:
+        raise CheckpointError(f"{directory}: the Hub refused the push to {repo_id}: {str(e).splitlines()[0]}") from None
+    return str(getattr(info, "commit_url", info))

@@ -1,4 +1,4 @@
-"""The public API: create_model, count_parameters, print_trainable_parameters (adapter files: adapters.py)."""
+"""The public API: create_model, count_parameters, print_trainable_parameters (adapter folders: adapters.py)."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import torch
 
-from .adapters import adapter_state, load_adapter, save_adapter  # noqa: F401  (public API)
+from .adapters import adapter_state, from_pretrained, load_adapter, push_to_hub, save_adapter, save_pretrained  # noqa: F401  (public API)
 from .errors import CheckpointError, ConfigError
 from .hub import is_hub_id, resolve
 from .methods import apply_method, make_config

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Sampler
 
-from ..adapters import backbone_record, clip_record, save_adapter
+from ..adapters import backbone_record, clip_record, record_results, save_pretrained
 from ..config import Config
 from ..console import progress, warn
 from ..errors import CheckpointError, ConfigError, DataError, MissingFileError
+from ..model_card import invocation, test_summary
 from . import distributed as D
 from .bad_videos import BadVideoLog, check_listed_videos, stop_message
 from .build import build_datasets, build_model
@@ -439,8 +440,15 @@ class Trainer:
 
     def save_best(self) -> None:
         if self.rt.is_main:
-            save_adapter(self.model, self.run_dir / "best", class_names=self.class_names, clip=self.clip,
-                         extra={"best_val_top1": self.best})
+            save_pretrained(self.model, self.run_dir / "best", class_names=self.class_names, clip=self.clip,
+                            extra={"best_val_top1": self.best, "training": self.training_record()})
+
+    def training_record(self) -> dict:
+        """What an adapter's model card says about its training: command, data, resolved config."""
+        d = self.cfg.data
+        return {"command": invocation(), "config": self.cfg.to_dict(),
+                "data": {"train_list": d.train_list, "val_list": d.val_list, "test_list": d.test_list, "root": d.root,
+                         "num_train_videos": len(self.train_set) if self.train_set is not None else None}}
 
     def save_checkpoint(self, epoch: int, step_in_epoch: int, rngs: list | None = None) -> Path:
         """Snapshot at the data position (epoch, step_in_epoch); `rngs`: every rank's RNG states (default:
@@ -463,8 +471,9 @@ class Trainer:
         """The final adapter, the multi-view test, and the run's summary."""
         adapter_dir = self.run_dir / "adapter"
         if self.rt.is_main:
-            save_adapter(self.model, adapter_dir, class_names=self.class_names, clip=self.clip,
-                         extra={"global_step": self.global_step, "val": self.val_metrics or None})
+            save_pretrained(self.model, adapter_dir, class_names=self.class_names, clip=self.clip,
+                            extra={"global_step": self.global_step, "val": self.val_metrics or None,
+                                   "training": self.training_record()})
             if self.val_fit is None:
                 self.save_best()
         test = None
@@ -475,6 +484,7 @@ class Trainer:
                                                           ("confusion", "per_class", "video_correct", "bad_videos")})
             if self.rt.is_main:
                 print("aptune: test " + summary(test))
+                record_results(adapter_dir, test=test_summary(test))     # the model card shows it
         self.logger.close()
         return {"run_dir": str(self.run_dir), "adapter_dir": str(adapter_dir), "val": self.val_metrics,
                 "test": test, "best_top1": self.best, "global_step": self.global_step, "model": self.model}

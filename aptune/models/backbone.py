@@ -22,10 +22,15 @@ Tuning state (which method, what trains) is not the backbone's: `aptune.methods`
 """
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
+from .. import adapters
 from .layers import TokenLayout
 
 
@@ -140,3 +145,15 @@ class Backbone(nn.Module):
         if self.tuning is not None:
             self.tuning.set_train_mode(self, mode)
         return self
+
+    # ---- the adapter as an artefact, in PEFT's words (aptune.adapters) ------------------------
+    def save_pretrained(self, directory: str | os.PathLike, **kwargs) -> Path:
+        """The adapter folder: adapter.safetensors (what trains), adapter.json, README.md (model card)."""
+        return adapters.save_pretrained(self, directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None,
+                    commit_message: str | None = None, **kwargs) -> str:
+        """save_pretrained into a temporary folder, then upload it to the Hub repository `repo_id`."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, **kwargs)
+            return adapters.push_to_hub(tmp, repo_id, private=private, token=token, commit_message=commit_message)
