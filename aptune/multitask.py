@@ -5,26 +5,24 @@
     outs = mt(video, tasks=["ucf101", "hmdb51", "ucf101"])   # per sample: logits (classes of its task,)
     mt.add_adapter("ssv2", "runs/ssv2/adapter"); mt.remove_adapter("hmdb51"); mt.tasks
 
-The backbone is built once, without a method, and its weights are held once. Each task's own
-modules are built from its adapter file (on the meta device first, so no second backbone is ever
-allocated) and put into *routers* in the block seams. A forward says which task each sequence
-belongs to; every router applies each task's module to that task's sequences only:
+The backbone is built once, without a method, and its weights are held once. For each adapter, the
+task's model is rebuilt on the meta device (no second backbone is ever allocated) and compared with the
+same backbone without the method: every place where the method put a module (a block seam) or replaced
+one (LoRA's Linear) becomes a `Place` of the shared backbone, holding each task's module there. A
+forward says which task each clip belongs to; every place serves the mixed batch through its modules'
+`mixed_forward`, which the method's own file defines (methods/registry.py). Each task's head modules
+then run on its own pooled features. This file names no method.
 
-    kv_prompts     APT          keys/values per sequence (S, 1, M, hd), padded to the batch's longest
-                                M; a mask (S, M) keeps the padding out of the softmax
-    tokens_in/out  VPT          a prompt area after the class tokens, as wide as the batch needs; the
-                                slots a sequence does not use are masked as keys (`layout.key_mask`),
-                                and columns no sequence uses any more are dropped
-    attn_adapter, mlp_adapter   Approximated Prompt Tuning, AdaptFormer: on the rows of their task
-    LoRA           each target Linear computes W x + b once, then each task's B A on its rows
-    head           per task: the backbone's head modules (fc_norm, head) swapped for the task's
+Nothing trained is dropped, and nothing is served that its method did not say how to serve. An adapter
+is refused, naming the task, the method and the reason, when its method declares it cannot share a
+backbone (`cannot_share`); when a module it adds has no `mixed_forward`; when a tensor of its file is
+held by no such module and no head (a gain trained on a frozen module, a norm trained in place); when
+it changes anything else of the frozen modules (hooks, attributes); or when its head modules act before
+the blocks (the joint image layout's temporal embedding).
 
-Padding never changes a real token: it is masked out of attention, every other operation works per
-token, and a block does not see token order (positions are added at the embedding), so each
-sample's logits are those of its own task's model. Methods that change the frozen stream elsewhere
-(pre_attn / pre_mlp / wrap: ST-Adapter, AIM), train something before the blocks (the joint image
-layout's temporal embedding) or train the whole backbone (full fine-tuning) are refused.
-Inference only: the model stays in eval mode.
+Padding (prompts of different lengths) never changes a real token: it is masked out of attention, every
+other operation works per token, and a block does not see token order (positions are added at the
+embedding), so each sample's logits are those of its own task's model. Inference only: eval mode.
 """
 from __future__ import annotations
 
@@ -35,158 +33,35 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .adapters import WEIGHTS, _fill, backbone_fingerprint, read_adapter_meta, recorded_backbone
+from .api import create_model
 from .errors import CheckpointError, ConfigError, MissingFileError, UnknownNameError
-from .methods.lora import TARGETS, LoRALinear
-from .methods.vpt import PrependPrompts, RemovePrompts
+from .methods import MixedBatch, apply_method, get_method, make_config
+from .models.layers import EMPTY_SEAMS
+from .models.zoo import build_backbone, config_from_dict
 
-ROUTED_SEAMS = ("kv_prompts", "tokens_in", "tokens_out", "attn_adapter", "mlp_adapter")
-REFUSED_SEAMS = ("pre_attn", "pre_mlp", "wrap")
 # config fields that may differ between tasks on one backbone: the head, training-only dropouts, and the
 # clip (checked between tasks: one batch holds one clip shape; the backbones fit positions to any clip)
 PER_TASK = {"num_classes", "init_scale", "drop_rate", "attn_drop_rate", "drop_path_rate", "head_dropout",
             "num_frames", "img_size"}
 
 
-class Route:
-    """Which task each sample of the current batch belongs to (shared by every router)."""
+class Place(nn.Module):
+    """A place of the shared backbone where tasks have modules (`tasks[name]`): a forward serves the
+    batch through their `mixed_forward` (`serve`); `base` is the shared frozen module a method replaced
+    there, None for a block seam (then `empty` is what the empty seam gives)."""
 
-    def __init__(self):
-        self.sample_task: torch.Tensor | None = None     # (B,) index into the model's task list
-        self.present: list[int] = []                     # task indices in this batch
-
-    def ids(self, num_sequences: int) -> torch.Tensor:
-        """(S,) task index per sequence; frames folded into the batch repeat their clip's index."""
-        B = self.sample_task.shape[0]
-        return self.sample_task.repeat_interleave(num_sequences // B) if num_sequences != B else self.sample_task
-
-
-class Router(nn.Module):
-    """Holds one seam's module per task (`tasks[name]`); subclasses route a batch through them."""
-
-    def __init__(self, route: Route, order: list[str]):
+    def __init__(self, batch: MixedBatch, order: list[str], serve, base: nn.Module | None, empty=None):
         super().__init__()
-        self.route, self.order = route, order            # `order`: the model's task list, shared
+        self.batch, self.order, self.serve = batch, order, serve    # `order`: the model's task list, shared
+        self.base, self.empty = base, empty
         self.tasks = nn.ModuleDict()
 
-    def active(self):
-        """(task index, module) for the tasks of this batch that have a module here."""
-        return [(i, self.tasks[self.order[i]]) for i in self.route.present if self.order[i] in self.tasks]
-
-
-class KVRouter(Router):
-    """kv_prompts seam: layout -> (K, V, mask), K and V (S, 1, M, hd), mask (S, M); or None."""
-
-    def forward(self, layout):
-        active = self.active()
-        if not active:
-            return None
-        kvs = [(i, *mod(layout)) for i, mod in active]                      # (i, k (m, hd), v (m, hd))
-        M, hd = max(k.shape[0] for _, k, _ in kvs), kvs[0][1].shape[1]
-        n = len(self.order)
-        k_all, v_all = kvs[0][1].new_zeros(2, n, M, hd)                      # one row per task
-        valid = torch.zeros(n, M, dtype=torch.bool, device=k_all.device)
-        for i, k, v in kvs:
-            k_all[i, :k.shape[0]], v_all[i, :k.shape[0]], valid[i, :k.shape[0]] = k, v, True
-        B = self.route.sample_task.shape[0]
-        ids = self.route.ids(B * layout.frames if layout.folded else B)    # (S,)
-        return k_all[ids][:, None], v_all[ids][:, None], valid[ids]         # (S, 1, M, hd) x2, (S, M)
-
-
-class PromptsInRouter(Router):
-    """tokens_in seam (VPT): each sequence's prompts join a prompt area right after the class tokens,
-    padded to the longest; the padding is masked as keys."""
-
-    def forward(self, x, layout):
-        active = self.active()
-        if not active:
-            return x, layout
-        S, L, C = x.shape
-        ids = self.route.ids(S)
-        W = max(mod.prompts.shape[0] for _, mod in active)
-        area, valid = x.new_zeros(S, W, C), torch.zeros(S, W, dtype=torch.bool, device=x.device)
-        for i, mod in active:
-            rows = ids == i
-            m = mod.prompts.shape[0]
-            area[rows, :m], valid[rows, :m] = mod.prompts.to(x.dtype), True       # eval: no prompt dropout
-        c = layout.prefix
-        mask = layout.key_mask if layout.key_mask is not None else torch.ones(S, L, dtype=torch.bool,
-                                                                             device=x.device)
-        x = torch.cat((x[:, :c], area, x[:, c:]), dim=1)                         # (S, L + W, C)
-        mask = torch.cat((mask[:, :c], valid, mask[:, c:]), dim=1)
-        return x, replace(layout, prompts=layout.prompts + W, key_mask=None if bool(mask.all()) else mask)
-
-
-class PromptsOutRouter(Router):
-    """tokens_out seam (VPT): the tasks whose prompts leave here mark their slots unused; prompt-area
-    columns no sequence uses are dropped, and the mask with them once nothing is padding."""
-
-    def forward(self, x, layout):
-        active = self.active()
-        if not active:
-            return x, layout
-        ids = self.route.ids(x.shape[0])
-        c, W = layout.prefix, layout.prompts
-        mask = (layout.key_mask.clone() if layout.key_mask is not None else
-                torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
-        for i, _ in active:
-            mask[ids == i, c:c + W] = False              # a task's sequences hold only its own prompts
-        keep = torch.cat((torch.ones(c, dtype=torch.bool, device=x.device), mask[:, c:c + W].any(0),
-                          torch.ones(mask.shape[1] - c - W, dtype=torch.bool, device=x.device)))
-        x, mask = x[:, keep], mask[:, keep]
-        layout = replace(layout, prompts=W - int((~keep).sum()), key_mask=None if bool(mask.all()) else mask)
-        return x, layout
-
-
-class AttnAdapterRouter(Router):
-    """attn_adapter seam: (h, a, layout) -> a', each task's module on its own rows."""
-
-    def forward(self, h, a, layout):
-        active = self.active()
-        if not active:
-            return a
-        ids, out = self.route.ids(h.shape[0]), a.clone()
-        for i, mod in active:
-            rows = ids == i
-            out[rows] = mod(h[rows], a[rows], layout)
-        return out
-
-
-class MlpAdapterRouter(Router):
-    """mlp_adapter seam: (x, h, layout) -> delta, each task's module on its own rows (zero elsewhere)."""
-
-    def forward(self, x, h, layout):
-        ids, delta = self.route.ids(x.shape[0]), torch.zeros_like(x)
-        for i, mod in self.active():
-            rows = ids == i
-            delta[rows] = mod(x[rows], h[rows], layout).to(x.dtype)
-        return delta
-
-
-class LoRARouter(nn.Linear):
-    """A frozen Linear (same parameter names) plus each task's LoRA update on its rows."""
-
-    def __init__(self, base: nn.Linear, route: Route, order: list[str]):
-        nn.Module.__init__(self)
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight, self.bias = base.weight, base.bias
-        self.route, self.order = route, order
-        self.tasks = nn.ModuleDict()
-
-    def forward(self, x):
-        y = F.linear(x, self.weight, self.bias)
-        ids = self.route.ids(x.shape[0])
-        for i in self.route.present:
-            if self.order[i] in self.tasks:
-                rows = ids == i
-                y[rows] = y[rows] + self.tasks[self.order[i]](x[rows])
-        return y
-
-
-ROUTERS = {"kv_prompts": KVRouter, "tokens_in": PromptsInRouter, "tokens_out": PromptsOutRouter,
-           "attn_adapter": AttnAdapterRouter, "mlp_adapter": MlpAdapterRouter}
+    def forward(self, *args):
+        plain = self.base if self.base is not None else self.empty
+        tasks = {i: self.tasks[self.order[i]] for i in self.batch.present if self.order[i] in self.tasks}
+        return self.serve(self.batch, tasks, plain, *args) if tasks else plain(*args)
 
 
 @dataclass
@@ -220,7 +95,7 @@ class MultiTaskModel(nn.Module):
                               "swapped per task")
         head_params = {n for a in self.head_attrs for n, _ in getattr(backbone, a).named_parameters(prefix=a)}
         self.fingerprint = backbone_fingerprint(backbone, skip=head_params)
-        self.route, self.order = Route(), []
+        self.batch, self.order = MixedBatch(), []
         self._tasks: dict[str, Task] = {}
         self.heads = nn.ModuleDict()                    # task -> ModuleDict(attr -> module)
 
@@ -235,9 +110,8 @@ class MultiTaskModel(nn.Module):
         return self._tasks[name]
 
     def add_adapter(self, name: str, directory: str | os.PathLike) -> "MultiTaskModel":
-        """Load the adapter folder `directory` as task `name` (its tensors only; the backbone is shared)."""
-        from .methods import apply_method, get_method, make_config
-        from .models.zoo import build_backbone, config_from_dict
+        """Load the adapter folder `directory` as task `name` (its tensors only; the backbone is shared).
+        Every check runs before anything is installed, so a refused adapter leaves the model as it was."""
         if not isinstance(name, str) or not name:
             raise ConfigError(f"task name must be a non-empty string, got {name!r}")
         if name in self._tasks:
@@ -246,60 +120,51 @@ class MultiTaskModel(nn.Module):
         directory = Path(directory)
         meta = read_adapter_meta(directory)
         method = get_method(meta["method"])
-        if method.full_state:
-            raise ConfigError(f"task {name!r} ({directory}): method {method.name!r} trains the whole backbone, so "
-                              "it cannot share one; load it on its own with aptune.load_adapter")
-        config = config_from_dict(meta.get("family", "videomae"), meta["backbone"])
+        where = f"task {name!r} ({directory}): method {method.name!r}"
+        if method.cannot_share:
+            raise ConfigError(f"{where} {method.cannot_share}; load it alone with aptune.load_adapter")
+        config = self._check_config(name, directory, meta)
         with torch.device("meta"):                      # the task's own modules only; no second backbone
-            skel = build_backbone(config)
-            apply_method(skel, method.name, make_config(method.name, **meta["method_config"]))
-        seams = self._collect(name, directory, method.name, skel)
-        early = [n for n in skel.tuning.trainable_names if n.startswith(skel.stem)]
-        if early:
-            raise ConfigError(f"task {name!r} ({directory}): {early[:3]} train before the blocks on this "
-                              f"{skel.family} backbone ({skel.layout} layout), so it cannot share the embedding "
-                              "with other tasks; load it alone with aptune.load_adapter")
-        self._check_backbone(name, directory, meta)
-        _fill(skel, directory / WEIGHTS, method.name)
-        heads = nn.ModuleDict({a: getattr(skel, a) for a in self.head_attrs})
+            plain = build_backbone(config)
+            skel = apply_method(build_backbone(config), method.name,
+                                make_config(method.name, **meta["method_config"]))
+        places = self._plan(where, plain, skel)
+        self._check_fingerprint(name, directory, meta)
+        heads = self._materialise(directory, skel, places)
         self.order.append(name)
-        self._install(name, seams)
-        self.heads[name] = heads
-        self._tasks[name] = Task(name, directory, method.name, meta, meta.get("class_names"),
-                                 config.num_classes)
+        self._install(name, places)
+        self.heads[name] = nn.ModuleDict(heads)
+        self._tasks[name] = Task(name, directory, method.name, meta, meta.get("class_names"), config.num_classes)
         self.requires_grad_(False).eval()
         return self
 
     def remove_adapter(self, name: str) -> "MultiTaskModel":
-        """Drop task `name` and its tensors."""
+        """Drop task `name` and its tensors; a place no task uses any more gives back its plain module."""
         self.task(name)
-        for mod in self.modules():
-            if isinstance(mod, (Router, LoRARouter)) and name in mod.tasks:
-                del mod.tasks[name]
+        places = [(p, m) for p, m in self.backbone.named_modules() if isinstance(m, Place)]
+        for path, place in reversed(places):            # inner places first: their paths run through outer ones
+            if name in place.tasks:
+                del place.tasks[name]
+            if not len(place.tasks):
+                parent, _, leaf = path.rpartition(".")
+                setattr(_unplace(self.backbone.get_submodule(parent)), leaf, place.base)
         del self.heads[name], self._tasks[name]
         self.order.remove(name)
         return self
 
-    def _check_backbone(self, name: str, directory: Path, meta: dict) -> None:
-        """The adapter must have been trained on this backbone (fingerprint, config) and clip size."""
-        from .models.zoo import config_from_dict
+    # ---- checks ---------------------------------------------------------------------------------
+    def _check_config(self, name: str, directory: Path, meta: dict):
+        """The adapter's backbone config (same family and architecture as ours) and clip (same as the other tasks')."""
         family = meta.get("family", "videomae")
         if family != self.backbone.family:
             raise ConfigError(f"task {name!r} ({directory}) was trained on a {family} backbone; this model's "
                               f"backbone is {self.backbone.family}")
-        theirs = config_from_dict(family, meta["backbone"]).to_dict()
-        ours = self.backbone.config.to_dict()
+        config = config_from_dict(family, meta["backbone"])
+        theirs, ours = config.to_dict(), self.backbone.config.to_dict()
         diff = sorted(k for k in set(theirs) | set(ours) if k not in PER_TASK and theirs.get(k) != ours.get(k))
         if diff:
             raise ConfigError(f"task {name!r} ({directory}): backbone config differs in "
                               + ", ".join(f"{k} ({theirs.get(k)!r} vs {ours.get(k)!r} here)" for k in diff))
-        rec = meta.get("backbone_weights") or {}
-        if rec.get("fingerprint") and rec["fingerprint"] != self.fingerprint and not self.allow_other_backbone:
-            raise CheckpointError(
-                f"task {name!r} ({directory}) was trained on the backbone {rec.get('path') or 'a random init'} "
-                f"(fingerprint {rec['fingerprint'][:19]}), not on this model's {self.checkpoint or 'random init'} "
-                f"(fingerprint {self.fingerprint[:19]}); pass allow_other_backbone=True (--allow-other-backbone) "
-                "to use it anyway")
         clip = meta.get("clip") or {}
         for other in self._tasks.values():
             for key in ("num_frames", "img_size"):
@@ -307,47 +172,111 @@ class MultiTaskModel(nn.Module):
                 if a is not None and b is not None and a != b:
                     raise ConfigError(f"task {name!r} ({directory}) was trained on clips with {key}={a}, task "
                                       f"{other.name!r} ({other.directory}) on {key}={b}: one batch cannot hold both")
+        return config
 
-    def _collect(self, name: str, directory: Path, method: str, skel) -> dict:
-        """{(block, seam or LoRA target): module} of the task's skeleton, materialised (empty) on the
-        backbone's device; refuses seams a shared backbone cannot route."""
+    def _check_fingerprint(self, name: str, directory: Path, meta: dict) -> None:
+        """The adapter must have been trained on this backbone's weights (unless allow_other_backbone)."""
+        rec = meta.get("backbone_weights") or {}
+        if rec.get("fingerprint") and rec["fingerprint"] != self.fingerprint and not self.allow_other_backbone:
+            raise CheckpointError(
+                f"task {name!r} ({directory}) was trained on the backbone {rec.get('path') or 'a random init'} "
+                f"(fingerprint {rec['fingerprint'][:19]}), not on this model's {self.checkpoint or 'random init'} "
+                f"(fingerprint {self.fingerprint[:19]}); pass allow_other_backbone=True (--allow-other-backbone) "
+                "to use it anyway")
+
+    def _plan(self, where: str, plain, skel) -> dict[str, nn.Module]:
+        """{path: the task's module there} for every place where `skel` (the task's model, on meta) differs
+        from `plain` (the same backbone without the method); refuses what a shared backbone cannot serve."""
+        heads = list(self.head_attrs)
+        places = {p: skel.get_submodule(p) for p in changed_modules(plain, skel, heads)}
+        unserved = [p for p, mod in places.items() if getattr(type(mod), "mixed_forward", None) is None]
+        if unserved:
+            kinds = sorted({type(places[p]).__name__ for p in unserved})
+            tensors = [f"{p}.{n}" for p in unserved for n, _ in places[p].named_parameters()]
+            raise ConfigError(f"{where} puts {', '.join(kinds)} at {_names(unserved)} (trained tensors: "
+                              f"{_names(tensors)}), which declare no `mixed_forward` to serve a batch of several "
+                              "tasks (methods/registry.py); load it alone with aptune.load_adapter")
+        trained, plain_names = skel.tuning.trainable_names, {n for n, _ in plain.named_parameters()}
+        loose = [n for n in trained if not _under(n, heads + list(places))]
+        if any(n in plain_names for n in loose):
+            raise ConfigError(f"{where} trains {_names([n for n in loose if n in plain_names])} in place: they "
+                              "are weights of the backbone every task shares; load it alone with aptune.load_adapter")
+        if loose:
+            raise ConfigError(f"{where} trains {_names(loose)}, which no module with a `mixed_forward` "
+                              "(methods/registry.py) and no head holds, so a shared backbone would drop them; "
+                              "load it alone with aptune.load_adapter")
+        other = other_changes(plain, skel, heads + list(places))
+        if other:
+            raise ConfigError(f"{where} changes the frozen backbone outside its modules ({'; '.join(other[:4])}), "
+                              "which every task shares; load it alone with aptune.load_adapter")
+        early = [n for n in trained if _under(n, heads) and n.startswith(skel.stem)]
+        if early:
+            raise ConfigError(f"{where}: {_names(early)} train before the blocks on this {skel.family} backbone "
+                              f"({skel.layout} layout), so it cannot share the embedding with other tasks; load it "
+                              "alone with aptune.load_adapter")
+        for path, mod in places.items():
+            self._check_place(where, path, mod, plain)
+        frozen = {n for n, _ in _tensors(plain)}
+        unfilled = [f"{p}.{n}" for p in heads + list(places) for n, _ in _tensors(skel.get_submodule(p))
+                    if f"{p}.{n}" not in frozen and f"{p}.{n}" not in trained]
+        if unfilled:
+            raise ConfigError(f"{where} builds {_names(unfilled)}, which are neither in its adapter file nor the "
+                              "backbone's, so a shared backbone cannot rebuild them; load it alone with "
+                              "aptune.load_adapter")
+        return places
+
+    def _check_place(self, where: str, path: str, mod: nn.Module, plain) -> None:
+        """The module the task has at `path` can serve the other tasks' rows there too, and mixes with theirs."""
+        parent, _, leaf = path.rpartition(".")
+        if not isinstance(getattr(plain.get_submodule(parent), leaf, None), nn.Module) and leaf not in EMPTY_SEAMS:
+            raise ConfigError(f"{where} puts {type(mod).__name__} at {path}, where the plain backbone has no module "
+                              "or seam to serve the other tasks' rows; load it alone with aptune.load_adapter")
+        have = self._walk(path)
+        if isinstance(have, Place) and have.serve != type(mod).mixed_forward:
+            theirs = next(iter(have.tasks.values()))
+            raise ConfigError(f"{where} puts {type(mod).__name__} at {path}, where task(s) "
+                              f"{', '.join(map(repr, have.tasks))} have {type(theirs).__name__}, served another way; "
+                              "one place serves one kind of module; load it alone with aptune.load_adapter")
+
+    # ---- building ---------------------------------------------------------------------------------
+    def _materialise(self, directory: Path, skel, places: dict[str, nn.Module]) -> dict:
+        """The task's modules (in place) and head modules (returned, by attribute) on the backbone's device:
+        the frozen tensors a module keeps (LoRA's W, b) are the shared backbone's, the trained ones come from
+        the adapter file."""
         device = next(self.backbone.parameters()).device
-        seams = {}
-        for b, blk in enumerate(skel.blocks):
-            for seam in REFUSED_SEAMS:
-                if getattr(blk, seam) is not None:
-                    raise ConfigError(f"task {name!r} ({directory}): method {method!r} uses the {seam} seam (it "
-                                      "changes the frozen stream itself), which a shared backbone cannot route; "
-                                      "load it alone with aptune.load_adapter")
-            for seam in ROUTED_SEAMS:
-                mod = getattr(blk, seam)
-                if mod is None:
-                    continue
-                if seam in ("tokens_in", "tokens_out") and not isinstance(mod, (PrependPrompts, RemovePrompts)):
-                    raise ConfigError(f"task {name!r} ({directory}): its {seam} module {type(mod).__name__} is "
-                                      "not VPT's; a shared backbone routes only VPT prompts")
-                seams[(b, seam)] = mod.to_empty(device=device)
-            for target, (parent, child) in TARGETS.items():
-                lin = getattr(getattr(blk, parent), child)
-                if isinstance(lin, LoRALinear):
-                    seams[(b, target)] = lin.lora.to_empty(device=device)
-        for a in self.head_attrs:
-            getattr(skel, a).to_empty(device=device)
-        return seams
+        trained = set(skel.tuning.trainable_names)
+        heads = {a: getattr(skel, a) for a in self.head_attrs}
+        for path, mod in {**places, **heads}.items():
+            for rel, t in _tensors(mod):
+                full = f"{path}.{rel}"
+                if full not in trained:                 # _plan: then the backbone has it
+                    _set_tensor(mod, rel, self._shared_tensor(full))
+                elif t.is_meta:
+                    _set_tensor(mod, rel, _empty_like(t, device))
+        _fill(skel, directory / WEIGHTS, skel.tuning.name)
+        return heads
 
-    def _install(self, name: str, seams: dict) -> None:
-        for (b, seam), mod in seams.items():
-            blk = self.backbone.blocks[b]
-            if seam in TARGETS:
-                parent_name, child = TARGETS[seam]
-                parent = getattr(blk, parent_name)
-                if not isinstance(getattr(parent, child), LoRARouter):
-                    setattr(parent, child, LoRARouter(getattr(parent, child), self.route, self.order))
-                getattr(parent, child).tasks[name] = mod
-            else:
-                if getattr(blk, seam) is None:
-                    setattr(blk, seam, ROUTERS[seam](self.route, self.order))
-                getattr(blk, seam).tasks[name] = mod
+    def _walk(self, path: str) -> nn.Module | None:
+        """The module at `path` of the shared backbone, looking through places to their plain modules."""
+        mod = self.backbone
+        for part in filter(None, path.split(".")):
+            mod = getattr(_unplace(mod), part, None)
+        return mod
+
+    def _shared_tensor(self, name: str) -> torch.Tensor:
+        path, _, leaf = name.rpartition(".")
+        return getattr(_unplace(self._walk(path)), leaf)
+
+    def _install(self, name: str, places: dict[str, nn.Module]) -> None:
+        for path, mod in places.items():
+            parent_path, _, leaf = path.rpartition(".")
+            parent = _unplace(self._walk(parent_path))
+            place = getattr(parent, leaf)
+            if not isinstance(place, Place):
+                place = Place(self.batch, self.order, type(mod).mixed_forward, place,
+                              EMPTY_SEAMS.get(leaf) if place is None else None)
+                setattr(parent, leaf, place)
+            place.tasks[name] = mod
 
     # ---- forward --------------------------------------------------------------------------------
     def train(self, mode: bool = True):
@@ -371,14 +300,15 @@ class MultiTaskModel(nn.Module):
         if not self.order:
             raise ConfigError("no adapters loaded; add_adapter(name, directory) first")
         ids = self._task_ids(tasks, video.shape[0])
-        self.route.sample_task = ids.to(video.device)
-        self.route.present = sorted(set(ids.tolist()))
+        present = sorted(set(ids.tolist()))
+        self.batch.clip_task, self.batch.present = ids.to(video.device), present
+        self.batch.num_tasks = len(self.order)
         try:
             pooled = self.backbone.forward_pooled(video)                     # (B, C)
         finally:
-            self.route.sample_task, self.route.present = None, []
+            self.batch.clip_task, self.batch.present = None, []
         out: list[torch.Tensor | None] = [None] * video.shape[0]
-        for i in sorted(set(ids.tolist())):
+        for i in present:
             rows = (ids == i).nonzero().flatten().tolist()
             logits = self._head(self.order[i], pooled[rows])
             for r, row in zip(rows, logits):
@@ -397,13 +327,78 @@ class MultiTaskModel(nn.Module):
                 bb._modules[a] = mod
 
 
+# ---- comparing a task's model with the plain backbone ------------------------------------------------
+def changed_modules(plain: nn.Module, skel: nn.Module, skip: list[str]) -> list[str]:
+    """Paths where `skel` has a module that `plain` has not, or one of another type (outermost only;
+    paths under `skip` left out)."""
+    theirs = dict(plain.named_modules())
+    found: list[str] = []
+    for path, mod in skel.named_modules():
+        if path and not _under(path, skip + found) and (path not in theirs or type(theirs[path]) is not type(mod)):
+            found.append(path)
+    return found
+
+
+def other_changes(plain: nn.Module, skel: nn.Module, skip: list[str]) -> list[str]:
+    """What else differs outside `skip`: modules removed, forward hooks added, plain attributes changed."""
+    ours, theirs = dict(skel.named_modules()), dict(plain.named_modules())
+    out = [f"{p} removed" for p in theirs if p not in ours and not _under(p, skip)]
+    for path, mod in ours.items():
+        if _under(path, skip):
+            continue
+        ref, at = theirs[path], path or "the backbone"
+        if _hooks(mod) != _hooks(ref):
+            out.append(f"forward hooks on {at}")
+        mine, plain_attrs = vars(mod), vars(ref)
+        out += [f"{at}.{k} = {v!r} (plain: {plain_attrs[k]!r})" for k, v in mine.items()
+                if k != "training" and not k.startswith("_") and k in plain_attrs and _simple(v)
+                and _simple(plain_attrs[k]) and v != plain_attrs[k]]
+    return out
+
+
+def _hooks(m: nn.Module) -> int:
+    return len(m._forward_hooks) + len(m._forward_pre_hooks)
+
+
+def _simple(v) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str, tuple))
+
+
+def _under(path: str, roots) -> bool:
+    return any(path == r or path.startswith(r + ".") for r in roots)
+
+
+def _names(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "") if names else "none"
+
+
+def _unplace(mod):
+    return mod.base if isinstance(mod, Place) else mod
+
+
+def _tensors(mod: nn.Module):
+    """(name, tensor) of every parameter and buffer of `mod`, by name relative to it."""
+    return list(mod.named_parameters(remove_duplicate=False)) + list(mod.named_buffers(remove_duplicate=False))
+
+
+def _set_tensor(mod: nn.Module, name: str, t: torch.Tensor) -> None:
+    path, _, leaf = name.rpartition(".")
+    owner = mod.get_submodule(path)
+    store = owner._parameters if leaf in owner._parameters else owner._buffers
+    store[leaf] = t
+
+
+def _empty_like(t: torch.Tensor, device) -> torch.Tensor:
+    new = torch.empty_like(t, device=device)
+    return nn.Parameter(new, requires_grad=False) if isinstance(t, nn.Parameter) else new
+
+
 def load_adapters(adapters: dict[str, str | os.PathLike], checkpoint: str | os.PathLike | None = None,
                   allow_other_backbone: bool = False, device: str | torch.device = "cpu") -> MultiTaskModel:
     """One backbone (`checkpoint`, default: the file the first adapter records) and every adapter of
     `adapters` ({task name: adapter folder}) on it. Adapters of another backbone, or of clips of
     another size, are errors naming both (`allow_other_backbone=True` accepts other weights)."""
-    from .api import create_model
-    from .models.zoo import config_from_dict
     if not adapters:
         raise ConfigError("load_adapters: give at least one {task name: adapter folder}")
     first_name, first_dir = next(iter(adapters.items()))

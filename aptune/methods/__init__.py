@@ -4,6 +4,7 @@ import pkgutil
 
 from .registry import (
     Method,
+    MixedBatch,
     Tuning,
     apply_method,
     get_method,
@@ -11,6 +12,7 @@ from .registry import (
     make_config,
     register,
     resolve_layers,
+    serve_rows,
     unregister,
 )
 
@@ -18,5 +20,5 @@ for _m in pkgutil.iter_modules(__path__):
     if _m.name != "registry":
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["Method", "Tuning", "apply_method", "get_method", "list_methods", "make_config", "register",
-           "resolve_layers", "unregister"]
+__all__ = ["Method", "MixedBatch", "Tuning", "apply_method", "get_method", "list_methods", "make_config",
+           "register", "resolve_layers", "serve_rows", "unregister"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .registry import check_int, check_layers, check_prob, register, resolve_layers
+from .registry import check_int, check_layers, check_prob, register, resolve_layers, serve_rows
 
 
 @dataclass
@@ -37,6 +37,8 @@ class AdaptFormerConfig:
 class Adapter(nn.Module):
     """mlp_adapter seam: (x', h, layout) -> s * up(dropout(ReLU(down(x')))) (B, N, d); x' is the
     stream after attention (h = norm2(x') is not used)."""
+
+    mixed_forward = staticmethod(serve_rows)     # many tasks on one backbone: each on its own rows
 
     def __init__(self, dim: int, bottleneck: int, scale: float, dropout: float):
         super().__init__()

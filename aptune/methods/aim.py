@@ -21,6 +21,9 @@ MLP-Adapter branch only; s = 1 and two temporal adapters (`num_tadapter=2`) in t
 for K400 (one temporal adapter is the code's default). Only the frames layout: the temporal and the
 spatial pass need each frame as its own sequence.
 
+Not for many tasks on one backbone (`cannot_share`): the wrap regroups a batch's sequences over time, and
+the temporal embedding and ln_post are backbone modules every task would share.
+
 Trains: the adapters, the temporal embedding, ln_post and the backbone's head modules (the official
 `tools/train.py` keeps `temporal_embedding`, `ln_post`, `cls_head` and `*Adapter*` trainable).
 Parameters: (2 + num_tadapter) adapters per block of 2 * C * C/4 + C/4 + C, + T * C + 2 C + head:
@@ -115,7 +118,10 @@ class AIMBlock(nn.Module):
 
 
 @register("aim", AIMConfig, "AIM: temporal, spatial and MLP adapters around the frozen attention and MLP of "
-          "an image ViT", layouts=("frames",))
+          "an image ViT", layouts=("frames",),
+          cannot_share="runs each block it adapts itself (the frozen attention also over time, on sequences "
+                       "regrouped across a clip's frames) and trains the temporal embedding and ln_post, which "
+                       "every task on a shared backbone uses")
 def apply(model, cfg: AIMConfig) -> list[nn.Module]:
     from ..models.image_vit import TemporalEmbedding
     if not (hasattr(model, "temporal_embed") and hasattr(model, "frame_norm")):

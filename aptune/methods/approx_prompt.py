@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import check_int, check_layers, check_prob, register, resolve_layers
+from .registry import check_int, check_layers, check_prob, register, resolve_layers, serve_rows
 
 
 @dataclass
@@ -47,6 +47,8 @@ class ApproxPromptConfig:
 
 class ApproxPrompt(nn.Module):
     """attn_adapter seam: (h, a, layout) -> a', both (B, N, d); formula in this module's docstring."""
+
+    mixed_forward = staticmethod(serve_rows)     # many tasks on one backbone: each on its own rows
 
     def __init__(self, dim: int, num_prompts: int, rank: int, dropout: float = 0.0):
         super().__init__()

@@ -8,6 +8,7 @@ s (2, m), initialised to 1, gives the prompts used: Pk * max(s_k, 1) and Pv * ma
 Prompt dropout is one mask for the whole batch, as in the authors' code.
 Init: uniform(-a, a), a = sqrt(6 / (3 * p * p + head_dim)). The scales are never weight-decayed.
 Trains: the prompts, the scales and the backbone's head modules (VideoMAE: fc_norm, head).
+Many tasks on one backbone: each sequence gets its task's prompts, padded and masked (`mixed_forward`).
 Parameters per block: m * (2 * head_dim + 2) with reparameterisation, m * 2 * head_dim without.
 
 This file also reads the authors' training checkpoints (format `apt-official`): `model` holds the
@@ -60,6 +61,21 @@ class KVPrompts(nn.Module):
             s = torch.maximum(self.scale, torch.ones_like(self.scale))  # (2, m)
             k, v = k * s[0, :, None], v * s[1, :, None]
         return k, v
+
+    @staticmethod
+    def mixed_forward(batch, tasks: dict, plain, layout):
+        """A mixed batch (methods/registry.py): each sequence gets its own task's prompts, padded to the
+        batch's longest m; the mask keeps the padding out of the softmax. -> K, V (S, 1, M, hd), mask (S, M)."""
+        kvs = {i: mod(layout) for i, mod in tasks.items()}                 # i -> (k (m, hd), v (m, hd))
+        k0 = next(iter(kvs.values()))[0]
+        M = max(k.shape[0] for k, _ in kvs.values())
+        K, V = k0.new_zeros(2, batch.num_tasks, M, k0.shape[1])            # one row per task index
+        valid = torch.zeros(batch.num_tasks, M, dtype=torch.bool, device=k0.device)
+        for i, (k, v) in kvs.items():
+            K[i, :k.shape[0]], V[i, :k.shape[0]], valid[i, :k.shape[0]] = k, v, True
+        B = batch.clip_task.shape[0]
+        ids = batch.ids(B * layout.frames if layout.folded else B)         # (S,)
+        return K[ids][:, None], V[ids][:, None], valid[ids]
 
     def extra_repr(self) -> str:
         return f"num_prompts={self.key.shape[0]}, head_dim={self.key.shape[1]}, reparam={self.scale is not None}"

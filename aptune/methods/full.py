@@ -13,6 +13,7 @@ class FullConfig:
     pass
 
 
-@register("full", FullConfig, "Full fine-tuning: every parameter trains", full_state=True)
+@register("full", FullConfig, "Full fine-tuning: every parameter trains", full_state=True,
+          cannot_share="trains the whole backbone, so no other task can share it")
 def apply(model, cfg: FullConfig):
     return [model]

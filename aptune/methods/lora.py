@@ -11,7 +11,8 @@ its q/v biases after calling `self.qkv(x)`), "proj" (attention output), "fc1", "
 `LoRALinear` is an `nn.Linear` that keeps the frozen base weight and bias under their usual names
 (`...attn.qkv.weight`), so backbone checkpoints load unchanged; the low-rank pair lives in its
 child `lora` (`...attn.qkv.lora.A`, `...lora.B`). Only those children train: they are what `apply`
-returns. `merge_lora(model)` folds (alpha / r) B A into W for inference.
+returns. `merge_lora(model)` folds (alpha / r) B A into W for inference. Many tasks on one backbone
+(`LoRALinear.mixed_forward`): W x + b once for the batch, each task's B A on its own rows.
 Parameters per target: r * (in + out); qkv of ViT-B: 8 * (768 + 2304) = 24,576 per block.
 """
 from __future__ import annotations
@@ -83,6 +84,17 @@ class LoRALinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias) + self.lora(x)
+
+    @staticmethod
+    def mixed_forward(batch, tasks: dict, plain, x: torch.Tensor) -> torch.Tensor:
+        """A mixed batch (methods/registry.py): the shared frozen Linear once on every row, then each task's
+        update on its own rows."""
+        y = plain(x)                                                # (S, N, out)
+        ids = batch.ids(x.shape[0])
+        for i, mod in tasks.items():
+            rows = ids == i
+            y[rows] = y[rows] + mod.lora(x[rows])
+        return y
 
     def merged(self) -> nn.Linear:
         """A plain Linear with W + (alpha / r) B A (and the same bias): the same function, no dropout."""

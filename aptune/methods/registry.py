@@ -17,6 +17,21 @@ What a method declares, and nowhere else decides:
                     (timm's convention); the optimizer never decays those
   checkpoint formats of its own (the official APT layout) register in its file
                     (aptune.models.checkpoints.register_format)
+  cannot_share      why its adapters cannot share one frozen backbone with other tasks (full fine-tuning:
+                    it trains the whole backbone); empty when they can, see below
+
+Serving a mixed batch (aptune.multitask, PEFT's `_mixed_batch_forward`): many tasks share one frozen
+backbone, and each sample of a batch belongs to one task. Every module a method puts into the model (a
+seam, or a module it replaces, such as LoRA's Linear) says how it serves such a batch, with a class
+attribute
+
+    mixed_forward(batch: MixedBatch, tasks: {task index: module}, plain, *args) -> the seam's output
+
+`tasks` holds the modules the tasks of this batch have at that place (one per task, each rebuilt from
+its adapter), `plain` computes what the place gives without them (the empty seam, or the shared frozen
+module a method replaced), `args` are the place's usual arguments. A module that treats every sequence
+on its own takes `serve_rows`. A module without `mixed_forward`, and any trained tensor that no such
+module or head holds, makes aptune.multitask refuse the adapter: nothing trained is ever dropped.
 
 `apply_method` then freezes the whole model and unfreezes exactly the returned modules plus the
 backbone's `head_modules()`. Nothing is decided by parameter-name patterns. What trains and the
@@ -29,9 +44,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, UnknownNameError
+from ..models.layers import TokenLayout
 
 LAYOUTS = ("joint", "frames")
 
@@ -45,6 +62,7 @@ class Method:
     caches_features: bool = False
     full_state: bool = False
     layouts: tuple[str, ...] = LAYOUTS
+    cannot_share: str = ""
 
 
 @dataclass
@@ -72,7 +90,7 @@ _REGISTRY: dict[str, Method] = {}
 
 
 def register(name: str, config: type, description: str, *, caches_features: bool = False,
-             full_state: bool = False, layouts: tuple[str, ...] = LAYOUTS):
+             full_state: bool = False, layouts: tuple[str, ...] = LAYOUTS, cannot_share: str = ""):
     bad = set(layouts) - set(LAYOUTS)
     if bad:
         raise ValueError(f"method {name!r}: unknown layouts {sorted(bad)}; known: {LAYOUTS}")
@@ -80,7 +98,8 @@ def register(name: str, config: type, description: str, *, caches_features: bool
     def wrap(fn):
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
-        _REGISTRY[name] = Method(name, config, fn, description, caches_features, full_state, tuple(layouts))
+        _REGISTRY[name] = Method(name, config, fn, description, caches_features, full_state, tuple(layouts),
+                                 cannot_share)
         return fn
     return wrap
 
@@ -136,6 +155,46 @@ def apply_method(model: nn.Module, name: str, config=None, **options) -> nn.Modu
     model.tuning = Tuning(spec, config, names)
     model.train(model.training)
     return model
+
+
+# ---- serving a mixed batch -------------------------------------------------------------------------
+class MixedBatch:
+    """Which task each clip of the batch being served belongs to (set by aptune.multitask per forward)."""
+
+    def __init__(self):
+        self.clip_task: torch.Tensor | None = None     # (B,) task index per clip
+        self.present: list[int] = []                   # the task indices in this batch
+        self.num_tasks = 0                             # task indices are 0 .. num_tasks - 1
+
+    def ids(self, num_sequences: int) -> torch.Tensor:
+        """(S,) task index per sequence; a clip's frames folded into the batch axis repeat its index."""
+        B = self.clip_task.shape[0]
+        if num_sequences % B:
+            raise ValueError(f"{num_sequences} sequences in a batch of {B} clips: not a whole number per clip")
+        return self.clip_task if num_sequences == B else self.clip_task.repeat_interleave(num_sequences // B)
+
+
+def take_rows(arg, rows: torch.Tensor, num_sequences: int):
+    """The part of a place's argument that belongs to `rows` (S,) bool: a tensor's rows, a layout's key mask."""
+    if isinstance(arg, torch.Tensor) and arg.ndim and arg.shape[0] == num_sequences:
+        return arg[rows]
+    if isinstance(arg, TokenLayout) and arg.key_mask is not None:
+        return dataclasses.replace(arg, key_mask=arg.key_mask[rows])
+    return arg
+
+
+def serve_rows(batch: MixedBatch, tasks: dict, plain: Callable, *args):
+    """`mixed_forward` of a module that treats every sequence on its own: `plain` on the whole batch,
+    then each task's module on its own rows (args[0] is a tensor with one row per sequence)."""
+    S = args[0].shape[0]
+    ids = batch.ids(S)
+    out = plain(*args)
+    if any(out is a for a in args):
+        out = out.clone()                              # never write into the caller's tensor
+    for i, mod in tasks.items():
+        rows = ids == i
+        out[rows] = mod(*(take_rows(a, rows, S) for a in args)).to(out.dtype)
+    return out
 
 
 def resolve_layers(layers, depth: int, method: str, contiguous: bool = False) -> list[int]:

@@ -18,6 +18,9 @@ tokens after the last block's attention, so a pre-MLP adapter there cannot chang
 official 12 x 384 trains such an adapter, 592,512 parameters that get no gradient). With `layers=None`
 it is left out; naming the last block in `layers` adds it, as the official count has it.
 
+Many tasks on one backbone: each task's adapter on its own sequences (`serve_rows`); a clip's frames stay
+together, so the conv over time sees only its own clip.
+
 Trains: the adapters and the backbone's head modules; the class token and ln_post stay frozen (the
 official code freezes everything but the adapters and its fc head). Official recipes: K400 12 x 384
 (before the MLP only), SSv2 24 x 384 (`pre_attn` too).
@@ -33,7 +36,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from .registry import check_int, check_layers, register, resolve_layers
+from .registry import check_int, check_layers, register, resolve_layers, serve_rows
 
 
 @dataclass
@@ -61,6 +64,8 @@ class STAdapterConfig:
 
 class STAdapter(nn.Module):
     """pre_attn / pre_mlp seam: (x, layout) -> x with fc2(DWConv3d(fc1(.))) added to its patch tokens."""
+
+    mixed_forward = staticmethod(serve_rows)     # many tasks on one backbone: each on its own rows
 
     def __init__(self, dim: int, width: int, kernel: tuple[int, int, int]):
         super().__init__()

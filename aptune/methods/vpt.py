@@ -13,10 +13,12 @@ Prompts carry no position embedding and pay the full block cost (attention and M
 happens after they are removed, so the head sees the video tokens only. Init: uniform(-a, a)
 with a = sqrt(6 / (3 * patch * patch + d)). Trains: the prompts, fc_norm and the head.
 Parameters: m * d per prompted block (deep) or m * d in total (shallow).
+Many tasks on one backbone (`mixed_forward`): one prompt area as wide as the batch's longest, each sequence's
+unused slots masked as keys; deep and shallow tasks mix, since a sequence only ever holds its own prompts.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -55,6 +57,24 @@ class PrependPrompts(nn.Module):
         x = torch.cat((x[:, :c], p, x[:, c:]), dim=1) if c else torch.cat((p, x), dim=1)   # (B, c + m + N, d)
         return x, layout.with_prompts(self.prompts.shape[0])
 
+    @staticmethod
+    def mixed_forward(batch, tasks: dict, plain, x: torch.Tensor, layout):
+        """A mixed batch (methods/registry.py): each sequence's prompts join a prompt area right after the
+        class tokens, as wide as the batch's longest; slots a sequence does not use are masked as keys
+        (`layout.key_mask`)."""
+        S, L, C = x.shape
+        ids = batch.ids(S)
+        W = max(mod.prompts.shape[0] for mod in tasks.values())
+        area, valid = x.new_zeros(S, W, C), torch.zeros(S, W, dtype=torch.bool, device=x.device)
+        for i, mod in tasks.items():
+            rows, m = ids == i, mod.prompts.shape[0]
+            area[rows, :m], valid[rows, :m] = mod.prompts.to(x.dtype), True      # eval: no prompt dropout
+        c = layout.prefix
+        mask = layout.key_mask if layout.key_mask is not None else x.new_ones(S, L, dtype=torch.bool)
+        x = torch.cat((x[:, :c], area, x[:, c:]), dim=1)                        # (S, L + W, C)
+        mask = torch.cat((mask[:, :c], valid, mask[:, c:]), dim=1)
+        return x, replace(layout, prompts=layout.prompts + W, key_mask=None if bool(mask.all()) else mask)
+
     def extra_repr(self) -> str:
         return f"num_prompts={self.prompts.shape[0]}, dim={self.prompts.shape[1]}"
 
@@ -71,6 +91,21 @@ class RemovePrompts(nn.Module):
         c, m = layout.prefix, self.num_prompts
         x = torch.cat((x[:, :c], x[:, c + m:]), dim=1) if c else x[:, m:]
         return x, layout.with_prompts(-m)
+
+    @staticmethod
+    def mixed_forward(batch, tasks: dict, plain, x: torch.Tensor, layout):
+        """A mixed batch: the sequences of the tasks whose prompts leave here mark the prompt area unused (a
+        sequence holds only its own task's prompts); area columns no sequence uses any more are dropped, and
+        the key mask with them once nothing is padding."""
+        ids = batch.ids(x.shape[0])
+        c, W = layout.prefix, layout.prompts
+        mask = layout.key_mask.clone() if layout.key_mask is not None else x.new_ones(x.shape[:2], dtype=torch.bool)
+        for i in tasks:
+            mask[ids == i, c:c + W] = False
+        keep = torch.cat((x.new_ones(c, dtype=torch.bool), mask[:, c:c + W].any(0),
+                          x.new_ones(mask.shape[1] - c - W, dtype=torch.bool)))
+        x, mask = x[:, keep], mask[:, keep]
+        return x, replace(layout, prompts=W - int((~keep).sum()), key_mask=None if bool(mask.all()) else mask)
 
     def extra_repr(self) -> str:
         return f"num_prompts={self.num_prompts}"

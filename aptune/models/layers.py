@@ -281,6 +281,19 @@ class Block(nn.Module):
         return y
 
 
+# What each seam gives while empty (the plain block), for code that fills a seam for only some sequences of
+# a batch (many tasks on one backbone, aptune.multitask). `wrap` takes over the whole block: it has none.
+EMPTY_SEAMS = {
+    "tokens_in": lambda x, layout: (x, layout),
+    "pre_attn": lambda x, layout: x,
+    "kv_prompts": lambda layout: None,
+    "attn_adapter": lambda h, a, layout: a,
+    "pre_mlp": lambda x, layout: x,
+    "mlp_adapter": lambda x, h, layout: torch.zeros_like(x),
+    "tokens_out": lambda x, layout: (x, layout),
+}
+
+
 def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
     """VideoMAE's init: truncated normal for Linear weights, zero biases, unit LayerNorms."""
     if isinstance(module, nn.Linear):
