@@ -11,14 +11,21 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from transformers import (
+    CLIPConfig,
+    CLIPModel,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTModel,
+)
 
 import aptune
 from aptune.errors import CheckpointError, ConfigError
 from aptune.models.checkpoints import UnsafeCheckpointError, describe_checkpoint
 from aptune.models.image_vit import CLIP_MEAN, CLIP_STD
 from aptune.models.torchscript import read_torchscript
-
-transformers = pytest.importorskip("transformers")
 
 # head_dim 64, so OpenAI's rule (heads = width / 64) holds for the files without a config
 SIZES = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, image_size=32,
@@ -37,7 +44,6 @@ def _perturb(model, seed=0):
 
 @pytest.fixture(scope="module")
 def hf_clip(tmp_path_factory):
-    from transformers import CLIPVisionConfig, CLIPVisionModel
     model = _perturb(CLIPVisionModel(CLIPVisionConfig(**SIZES)))
     folder = tmp_path_factory.mktemp("hf") / "clip"
     model.save_pretrained(folder)
@@ -46,7 +52,6 @@ def hf_clip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf_vit(tmp_path_factory):
-    from transformers import ViTConfig, ViTModel
     model = _perturb(ViTModel(ViTConfig(**SIZES), add_pooling_layer=True), seed=1)
     folder = tmp_path_factory.mktemp("hf") / "vit"
     model.save_pretrained(folder)
@@ -98,7 +103,6 @@ def test_hf_clip_frames_layout_averages_class_tokens_then_ln_post(hf_clip):
 
 
 def test_hf_clip_model_folder_ignores_the_text_tower(tmp_path):
-    from transformers import CLIPConfig, CLIPModel
     cfg = CLIPConfig(vision_config=SIZES, text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                                            num_attention_heads=2))
     hf = _perturb(CLIPModel(cfg))
@@ -126,7 +130,6 @@ def test_hf_vit_folder_one_frame_and_copies(hf_vit, layout):
 
 
 def test_hf_vit_classifier_folder_keeps_its_head_and_class_names(tmp_path):
-    from transformers import ViTConfig, ViTForImageClassification
     names = ["cat", "dog", "eel"]
     hf = _perturb(ViTForImageClassification(ViTConfig(**SIZES, num_labels=3, id2label=dict(enumerate(names)),
                                                       label2id={n: i for i, n in enumerate(names)})))
