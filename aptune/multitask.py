@@ -50,16 +50,16 @@ PER_TASK = {"num_classes", "init_scale", "drop_rate", "attn_drop_rate", "drop_pa
 class Place(nn.Module):
     """A place of the shared backbone where tasks have modules (`tasks[name]`): a forward serves the
     batch through their `mixed_forward` (`serve`); `base` is the shared frozen module a method replaced
-    there, None for a block seam (then `empty` is what the empty seam gives)."""
+    there, None for a block seam (named `seam`: the empty seam's output is the plain one)."""
 
-    def __init__(self, batch: MixedBatch, order: list[str], serve, base: nn.Module | None, empty=None):
+    def __init__(self, batch: MixedBatch, order: list[str], serve, base: nn.Module | None, seam: str):
         super().__init__()
         self.batch, self.order, self.serve = batch, order, serve    # `order`: the model's task list, shared
-        self.base, self.empty = base, empty
+        self.base, self.seam = base, seam
         self.tasks = nn.ModuleDict()
 
     def forward(self, *args):
-        plain = self.base if self.base is not None else self.empty
+        plain = self.base if self.base is not None else EMPTY_SEAMS[self.seam]
         tasks = {i: self.tasks[self.order[i]] for i in self.batch.present if self.order[i] in self.tasks}
         return self.serve(self.batch, tasks, plain, *args) if tasks else plain(*args)
 
@@ -273,8 +273,7 @@ class MultiTaskModel(nn.Module):
             parent = _unplace(self._walk(parent_path))
             place = getattr(parent, leaf)
             if not isinstance(place, Place):
-                place = Place(self.batch, self.order, type(mod).mixed_forward, place,
-                              EMPTY_SEAMS.get(leaf) if place is None else None)
+                place = Place(self.batch, self.order, type(mod).mixed_forward, place, leaf)
                 setattr(parent, leaf, place)
             place.tasks[name] = mod
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -191,6 +192,26 @@ def test_add_and_remove_cost_exactly_the_adapters_tensors(adapters):
     mt.remove_adapter("lora")                           # no task left at LoRA's places: the plain Linears return
     assert type(mt.backbone.blocks[0].attn.qkv) is nn.Linear and mt.backbone.blocks[1].tokens_in is None
     assert sum(p.numel() for p in mt.parameters()) == base + sizes["linear"]
+
+
+def test_forwards_in_several_threads_each_serve_their_own_batch(built):
+    """A server may run forwards at once: each thread's clips are routed by its own task list."""
+    b = built("tiny")
+    mt = load_adapters({t: b["dirs"][t] for t in ("apt4", "vpt_deep", "lora", "st")}, checkpoint=b["ckpt"])
+    orders = [["apt4", "lora", "st"], ["vpt_deep", "apt4", "apt4"], ["lora", "st", "lora"], ["st", "vpt_deep", "st"]]
+    jobs = [(video(3, seed=s), order) for s, order in enumerate(orders)]
+
+    def run(job):
+        with torch.no_grad():                           # grad mode is per thread
+            return [mt(job[0], tasks=job[1]) for _ in range(6)]
+    with torch.no_grad():
+        want = [mt(x, tasks=order) for x, order in jobs]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        got = list(pool.map(run, jobs))
+    for w, runs in zip(want, got):
+        for outs in runs:
+            for got_one, want_one in zip(outs, w):
+                torch.testing.assert_close(got_one, want_one, atol=1e-6, rtol=1e-6)
 
 
 def test_eight_vit_s_apt_tasks_cost_under_five_percent_of_the_backbone(tmp_path):

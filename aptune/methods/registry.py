@@ -41,6 +41,7 @@ train(); the frozen backbone stays in eval mode (no dropout or drop-path in it).
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -158,8 +159,9 @@ def apply_method(model: nn.Module, name: str, config=None, **options) -> nn.Modu
 
 
 # ---- serving a mixed batch -------------------------------------------------------------------------
-class MixedBatch:
-    """Which task each clip of the batch being served belongs to (set by aptune.multitask per forward)."""
+class MixedBatch(threading.local):
+    """Which task each clip of the batch being served belongs to (set by aptune.multitask per forward).
+    Per thread, so forwards running at once in several threads (a server) each see their own batch."""
 
     def __init__(self):
         self.clip_task: torch.Tensor | None = None     # (B,) task index per clip
@@ -172,6 +174,9 @@ class MixedBatch:
         if num_sequences % B:
             raise ValueError(f"{num_sequences} sequences in a batch of {B} clips: not a whole number per clip")
         return self.clip_task if num_sequences == B else self.clip_task.repeat_interleave(num_sequences // B)
+
+    def __reduce__(self):                              # a copy (pickle, deepcopy) starts with no batch
+        return type(self), ()
 
 
 def take_rows(arg, rows: torch.Tensor, num_sequences: int):
