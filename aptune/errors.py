@@ -27,6 +27,11 @@ class DataError(AptuneError, ValueError):
     """A dataset, list file or label that cannot be used."""
 
 
+class ExportError(AptuneError, RuntimeError):
+    """A model an export format cannot represent, a missing exporter, or an export whose logits do not
+    reproduce the model's."""
+
+
 class MissingFileError(AptuneError, FileNotFoundError):
     """A file or folder the user named does not exist."""
 
