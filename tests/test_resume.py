@@ -19,10 +19,12 @@ def final_weights(run_dir):
 
 def test_killed_run_resumes_to_identical_weights(tmp_path):
     lists = make_video_lists(tmp_path / "data", n_train=8, n_val=2, n_test=0)
-    # 8 videos / batch 2 = 4 steps per epoch, 2 epochs; prompt dropout 0.1 and random augmentation on,
+    # 8 videos / batch 2 = 4 steps per epoch, 2 epochs; prompt dropout 0.1 and random augmentation on
+    # (crop, flip and the authors' RandAugment, finished on the device after collation),
     # a checkpoint every 3 steps and at each epoch end (4): killed after step 7, the resume restarts
     # from step 6 (mid-epoch 2) and redoes step 7
-    opts = dict(output={"save_every_steps": 3, "keep_last": 5}, data={"test_list": None, "num_sample": 2})
+    opts = dict(output={"save_every_steps": 3, "keep_last": 5}, data={"test_list": None, "num_sample": 2,
+                                                                      "rand_augment": True})
     ref = tmp_path / "ref"
     cut = tmp_path / "cut"
     r = aptune("train", write_video_config(tmp_path / "ref.yaml", lists, ref, **opts))

@@ -3,6 +3,10 @@
 Items by mode (S = img_size, T = num_frames):
   train: (clip, label, index), clip (3, T, S, S), or (num_sample, 3, T, S, S) when
          num_sample > 1 (repeated augmentation: several views of ONE decoded clip);
+         with defer_augment=True (the trainer's loaders): (views, label, index, drawn), views the
+         uint8 crops (T, S, S, 3) (or (num_sample, T, S, S, 3)) and `drawn` their rows of random
+         choices; `augment_batch(views, drawn)` finishes a collated batch on the training device
+         (flip, RandAugment, float, normalisation: transforms.augment_batch), equal to the clips above;
   val:   (clip, label, index), one view (3, T, S, S): frames drawn as in training (as the
          authors' `validation` mode does) but from a generator fixed per item, the same
          every epoch; short side to S, centre crop;
@@ -36,7 +40,7 @@ from ..errors import ConfigError, DataError, MissingFileError
 from . import sampling
 from .decode import BadVideoError, read_sampled
 from .prepare import read_class_names, read_list_lines, scan_folder
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransformConfig, multi_view, train_transform
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransformConfig, augment_batch, multi_view, train_view
 
 MODES = ("train", "val", "test")
 
@@ -57,13 +61,16 @@ class VideoDataset(Dataset):
     def __init__(self, entries_or_list_file, root=None, mode: str = "train", num_frames: int = 16,
                  sampling_rate: int = 4, img_size: int = 224, sampling: str = "dense",
                  num_clips: int = 5, num_crops: int = 3, flip: bool = True, num_sample: int = 1,
-                 rand_augment: bool = False, skip_bad_videos: bool = False,
+                 rand_augment: bool | str | None = None, skip_bad_videos: bool = False,
                  short_side: int | None = None, seed: int = 0, scale=(0.08, 1.0), ratio=(0.75, 1.3333),
-                 class_names: list[str] | None = None, threads: int = 1, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 class_names: list[str] | None = None, threads: int = 1, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 defer_augment: bool = False):
         """`entries_or_list_file`: [(relative_path, label)] or a VideoMAE list file; paths
         are relative to `root` (None: as written). `class_names` default to a classes.txt
         beside the list file. `threads`: FFmpeg threads per decode (1 suits DataLoader
-        workers; 0 lets FFmpeg choose). `mean`/`std`: the backbone's input normalisation."""
+        workers; 0 lets FFmpeg choose). `mean`/`std`: the backbone's input normalisation.
+        `rand_augment`: timm's policy string (True: the APT authors'). `defer_augment`: train items
+        carry uint8 views for `augment_batch` on the device (see the module doc)."""
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         if sampling not in ("dense", "segment"):
@@ -97,7 +104,7 @@ class VideoDataset(Dataset):
         self.img_size, self.sampling = int(img_size), sampling
         self.num_clips, self.num_crops, self.num_sample = int(num_clips), int(num_crops), int(num_sample)
         self.skip_bad_videos, self.seed, self.epoch, self.threads = skip_bad_videos, int(seed), 0, threads
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean, self.std, self.defer_augment = tuple(mean), tuple(std), bool(defer_augment)
         self._memory = None                       # decoded videos, after preload()
         # items whose video is shorter than min_frames (padded); in shared memory, so DataLoader
         # workers' flags reach the main process
@@ -239,15 +246,23 @@ class VideoDataset(Dataset):
             raise
         pos = {f: j for j, f in enumerate(unique)}
         if self.mode == "train":
-            video = frames[[pos[i] for i in clips[0]]]  # (T, H, W, 3)
-            views = [train_transform(video, self.train_cfg, self.rng(index, k))
-                     for k in range(self.num_sample)]
-            clip = views[0] if self.num_sample == 1 else torch.stack(views)
-            return clip, label, index
+            order = [pos[i] for i in clips[0]]
+            video = frames if order == list(range(len(frames))) else frames[order]  # (T, H, W, 3)
+            views = [train_view(video, self.train_cfg, self.rng(index, k)) for k in range(self.num_sample)]
+            x, drawn = (views[0] if self.num_sample == 1 else
+                        (torch.stack([v for v, _ in views]), torch.stack([d for _, d in views])))
+            if self.defer_augment:
+                return x, label, index, drawn
+            return self.augment_batch(x, drawn), label, index
         crops = self.num_crops if self.mode == "test" else 1
         views = multi_view(frames, [[pos[i] for i in c] for c in clips], self.img_size,
                            crops, self.mean, self.std)  # (clips * crops, 3, T, S, S), clip-major
         return (views[0] if self.mode == "val" else views), label, index
+
+    def augment_batch(self, views: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
+        """Finish deferred train views (uint8 (..., T, S, S, 3), on any device) with their drawn rows
+        (..., width) into normalised float clips (..., 3, T, S, S)."""
+        return augment_batch(views, drawn, self.train_cfg)
 
     def __repr__(self) -> str:
         return (f"VideoDataset({len(self)} videos, {self.num_classes} classes, mode={self.mode}, "

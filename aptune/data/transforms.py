@@ -10,10 +10,15 @@ int(S * long / short), bilinear without antialiasing (their OpenCV INTER_LINEAR)
 `num_crops` crops of S x S along the long side (the height when H >= W) at offsets
 int(c * (long - S) / (C - 1)); one crop: centred, offset round((long - S) / 2).
 Training: (optional short-side resize, off in the authors' runs) -> random resized crop
-(area 0.08-1, aspect 0.75-1.3333, bilinear without antialiasing) -> optional horizontal
-flip -> optional light RandAugment (aptune's own, one set of parameters for all frames of
-a clip) -> normalise. All randomness comes from the `random.Random` passed in, never from
-global state.
+(area 0.08-1, aspect 0.75-1.3333, bilinear without antialiasing) -> optional RandAugment
+(timm's policy string, the same ops for every frame of a view: rand_augment.py) -> optional
+horizontal flip -> normalise. All randomness comes from the `random.Random` passed in, never
+from global state, drawn in that order: crop box, flip, RandAugment.
+
+Training runs in two halves so that the loader's CPU does only the geometric work on uint8:
+`train_view` (in the loader) draws a view's random choices and crops/resizes it, giving uint8
+(T, S, S, 3) and a row of drawn numbers; `augment_batch` (after collation, on the training device)
+turns a batch of such views into normalised float clips. `train_transform` is both on one clip.
 
 Resizing runs on uint8 frames (PyTorch's channels-last uint8 kernel, several times faster
 than float on CPU); its rounding is within one grey level of OpenCV's fixed-point result.
@@ -22,10 +27,12 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from .rand_augment import RandAugment, resolve_policy
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,18 +45,19 @@ class TrainTransformConfig:
     ratio: tuple[float, float] = (0.75, 1.3333)     # aspect ratio w/h of the crop (the authors' values)
     flip: bool = True                               # off for direction-sensitive data (SSv2)
     short_side: int | None = None                   # resize short side first (None: crop the original)
-    rand_augment: bool = False
-    ra_num_ops: int = 2
-    ra_magnitude: float = 0.5                       # in [0, 1]
+    rand_augment: str | bool | None = None          # timm policy string; True: the authors' (rand_augment.py)
     mean: tuple[float, float, float] = IMAGENET_MEAN  # the backbone's input normalisation
     std: tuple[float, float, float] = IMAGENET_STD
+    ra: RandAugment | None = field(init=False, repr=False, default=None)
 
+    def __post_init__(self):
+        self.rand_augment = resolve_policy(self.rand_augment)
+        self.ra = RandAugment.parse(self.rand_augment) if self.rand_augment else None
 
-def to_float(video: torch.Tensor) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float (T, 3, H, W) in [0, 1]."""
-    if video.dtype != torch.uint8 or video.ndim != 4 or video.shape[-1] != 3:
-        raise ValueError(f"expected uint8 video (T, H, W, 3), got {tuple(video.shape)} {video.dtype}")
-    return video.permute(0, 3, 1, 2).float().div_(255.0)  # (T, 3, H, W)
+    @property
+    def width(self) -> int:
+        """Drawn numbers per view: flip, then RandAugment's (op, argument) per layer."""
+        return 1 + (self.ra.width if self.ra is not None else 0)
 
 
 def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -105,88 +113,48 @@ def crop_offsets(long_side: int, size: int, num_crops: int) -> list[int]:
     return [int(c * step) for c in range(num_crops)]
 
 
-# ---------------------------------------------------------------- light RandAugment
-def _gray(x):  # (T, 3, H, W) -> (T, 1, H, W)
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+# ---------------------------------------------------------------- training views
+def draw_view(height: int, width: int, cfg: TrainTransformConfig, rng: random.Random):
+    """One training view's random choices, in the order they have always been drawn: crop box
+    (top, left, h, w), then the row [flip, RandAugment's (op, argument) per layer]."""
+    box = random_resized_crop_box(height, width, cfg.scale, cfg.ratio, rng)
+    flip = 1.0 if cfg.flip and rng.random() < 0.5 else 0.0
+    return box, [flip, *(cfg.ra.draw(rng) if cfg.ra is not None else [])]
 
 
-def _blend(a, b, f):
-    return (b + (a - b) * f).clamp_(0, 1)
+def train_view(video: torch.Tensor, cfg: TrainTransformConfig, rng: random.Random):
+    """The loader's half of a training view: uint8 (T, H, W, 3) -> (uint8 (T, S, S, 3) random resized
+    crop, float64 (cfg.width,) drawn row for `augment_batch`)."""
+    if cfg.short_side:
+        video = resize_uint8(video, *short_side_size(video.shape[1], video.shape[2], cfg.short_side))
+    (top, left, h, w), row = draw_view(video.shape[1], video.shape[2], cfg, rng)
+    crop = resize_uint8(video[:, top:top + h, left:left + w], cfg.img_size, cfg.img_size)
+    return crop, torch.tensor(row, dtype=torch.float64)
 
 
-def _brightness(x, m, sign):
-    return _blend(x, torch.zeros_like(x), 1 + sign * 0.9 * m)
-
-
-def _contrast(x, m, sign):
-    return _blend(x, _gray(x).mean().expand_as(x), 1 + sign * 0.9 * m)
-
-
-def _saturation(x, m, sign):
-    return _blend(x, _gray(x).expand_as(x), 1 + sign * 0.9 * m)
-
-
-def _sharpness(x, m, sign):
-    kernel = torch.tensor([[1., 1., 1.], [1., 5., 1.], [1., 1., 1.]], dtype=x.dtype) / 13
-    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"),
-                       kernel.expand(3, 1, 3, 3).contiguous(), groups=3)
-    return _blend(x, blurred, 1 + sign * 0.9 * m)
-
-
-def _solarize(x, m, sign):
-    thr = 1.0 - m
-    return torch.where(x >= thr, 1.0 - x, x)
-
-
-def _posterize(x, m, sign):
-    bits = 8 - int(round(4 * m))
-    levels = 2 ** bits
-    return torch.floor(x * 255 / (256 // levels)) * (256 // levels) / 255
-
-
-def _autocontrast(x, m, sign):
-    lo = x.amin(dim=(0, 2, 3), keepdim=True)
-    hi = x.amax(dim=(0, 2, 3), keepdim=True)
-    return ((x - lo) / (hi - lo).clamp_min(1e-3)).clamp_(0, 1)
-
-
-RAND_AUGMENT_OPS = {"brightness": _brightness, "contrast": _contrast, "saturation": _saturation,
-                    "sharpness": _sharpness, "solarize": _solarize, "posterize": _posterize,
-                    "autocontrast": _autocontrast, "identity": lambda x, m, s: x}
-
-
-def rand_augment(x: torch.Tensor, rng: random.Random, num_ops: int = 2,
-                 magnitude: float = 0.5) -> torch.Tensor:
-    """Apply `num_ops` random colour ops to float (T, 3, H, W) in [0, 1]; each op draws
-    its parameters once, so every frame of the clip gets the same change."""
-    names = sorted(RAND_AUGMENT_OPS)
-    for _ in range(num_ops):
-        name = names[rng.randrange(len(names))]
-        sign = 1.0 if rng.random() < 0.5 else -1.0
-        x = RAND_AUGMENT_OPS[name](x, magnitude, sign)
-    return x
-
-
-def normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """(T, 3, H, W) in [0, 1] -> normalised (3, T, H, W) with the backbone's mean/std."""
-    mean = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return ((x - mean) / std).permute(1, 0, 2, 3).contiguous()  # (3, T, H, W)
+def augment_batch(x: torch.Tensor, drawn: torch.Tensor, cfg: TrainTransformConfig) -> torch.Tensor:
+    """The device's half, batched over every view: uint8 (..., T, S, S, 3) on any device and the drawn
+    rows (..., cfg.width) (CPU) -> float (..., 3, T, S, S): RandAugment, /255, flip, mean/std. The
+    arithmetic of the float steps is the per-clip pipeline's, so results do not depend on batching."""
+    lead = x.shape[:-4]
+    x = x.reshape(-1, *x.shape[-4:]).permute(0, 1, 4, 2, 3).float()      # (N, T, 3, S, S), 0..255
+    drawn = drawn.reshape(-1, drawn.shape[-1])
+    if cfg.ra is not None:
+        x = cfg.ra.apply(x, drawn[:, 1:])
+    x = x.div_(255.0)
+    flip = drawn[:, 0].nonzero().flatten().to(x.device)
+    if len(flip):
+        x[flip] = x[flip].flip(-1)
+    mean = torch.tensor(cfg.mean, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1)
+    std = torch.tensor(cfg.std, dtype=x.dtype, device=x.device).view(1, 1, 3, 1, 1)
+    x = ((x - mean) / std).permute(0, 2, 1, 3, 4).contiguous()            # (N, 3, T, S, S)
+    return x.view(*lead, *x.shape[1:])
 
 
 def train_transform(video: torch.Tensor, cfg: TrainTransformConfig, rng: random.Random) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float (3, T, S, S), one random augmentation drawn from `rng`."""
-    if cfg.short_side:
-        video = resize_uint8(video, *short_side_size(video.shape[1], video.shape[2], cfg.short_side))
-    H, W = video.shape[1:3]
-    top, left, h, w = random_resized_crop_box(H, W, cfg.scale, cfg.ratio, rng)
-    crop = resize_uint8(video[:, top:top + h, left:left + w], cfg.img_size, cfg.img_size)
-    x = to_float(crop)  # (T, 3, S, S) in [0, 1]
-    if cfg.flip and rng.random() < 0.5:
-        x = x.flip(-1)
-    if cfg.rand_augment:
-        x = rand_augment(x, rng, cfg.ra_num_ops, cfg.ra_magnitude)
-    return normalize(x, cfg.mean, cfg.std)
+    """uint8 (T, H, W, 3) -> float (3, T, S, S), one random augmentation drawn from `rng` (both halves)."""
+    crop, row = train_view(video, cfg, rng)
+    return augment_batch(crop[None], row[None], cfg)[0]
 
 
 def test_views(video: torch.Tensor, img_size: int, num_crops: int = 3, mean=IMAGENET_MEAN,

@@ -39,7 +39,7 @@ def build_dataset(cfg: Config, split: str, mode: str | None = None, norm: dict |
               skip_bad_videos=True,     # bad videos come back as records; the engine names, counts, skips or stops
               mean=tuple((norm or {}).get("mean") or backbone.mean), std=tuple((norm or {}).get("std") or backbone.std))
     if mode == "train":
-        kw.update(flip=d.flip, num_sample=d.num_sample, rand_augment=d.rand_augment)
+        kw.update(flip=d.flip, num_sample=d.num_sample, rand_augment=d.rand_augment, defer_augment=True)
     elif mode == "test":
         kw.update(num_clips=d.test_clips, num_crops=d.test_crops)
     return VideoDataset(path, **kw)

@@ -13,6 +13,11 @@ Bad videos: a dataset built with skip_bad_videos=True returns a `BadVideo` recor
 video; the loader's collate takes it out of the batch and `batches` yields the records (from worker
 processes too), for the engine's `BadVideoLog` to name, count and list.
 Loader workers are capped at the CPU cores this process may use (more only compete for them).
+
+Deferred augmentation: a dataset with `defer_augment` (the trainer's training set) yields uint8 views
+and their drawn random choices; `batches` moves the uint8 batch to the device and finishes it there
+with the dataset's `augment_batch` (flip, RandAugment, float, normalisation), so the loader's CPU only
+decodes and crops.
 """
 from __future__ import annotations
 
@@ -117,6 +122,7 @@ class Runtime:
                             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
                             generator=torch.Generator().manual_seed(seed), **kw)
         loader.skips_bad = skip
+        loader.augment = dataset.augment_batch if getattr(dataset, "defer_augment", False) else None
         return loader
 
     def batches(self, loader: DataLoader):
@@ -129,5 +135,8 @@ class Runtime:
                 if batch is None:
                     yield None, None, None, bad
                     continue
-            x, y, index = batch
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), index, bad
+            x, y, index, *drawn = batch
+            x = x.to(self.device, non_blocking=True)
+            if getattr(loader, "augment", None) is not None:
+                x = loader.augment(x, *drawn)
+            yield x, y.to(self.device, non_blocking=True), index, bad
