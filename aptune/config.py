@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,9 @@ class OutputConfig:
     dir: str = "runs/default"
     keep_last: int = 2
     save_every_steps: int = 0          # 0: only at the end of every epoch
-    tensorboard: bool = True           # used only if tensorboard is installed
+    loggers: list | None = None        # besides metrics.jsonl (always): tensorboard, wandb, mlflow; None: tensorboard
+    tensorboard: bool = True           # deprecated (output.loggers): with loggers null, TensorBoard if installed
+    project: str = "aptune"            # W&B project / MLflow experiment (WANDB_PROJECT, MLFLOW_EXPERIMENT_NAME win)
 
 
 @dataclass
@@ -254,6 +257,10 @@ class Config:
             bad("runtime.cache_views", f"must be >= 1, got {r.cache_views}")
         if self.output.keep_last < 1:
             bad("output.keep_last", f"must be >= 1, got {self.output.keep_last}")
+        for name in self.output.loggers or ():
+            why = logger_problem(name)
+            if why:
+                bad("output.loggers", why)
         lists = [(f"data.{s}_list", getattr(d, f"{s}_list")) for s in lists]
         if need_train:
             if not d.train_list:
@@ -267,6 +274,29 @@ class Config:
                 resolve(self.model.checkpoint)
             except AptuneError as e:
                 bad("model.checkpoint", str(e))
+
+
+LOGGERS = {"jsonl": None, "tensorboard": ("tensorboard", "tb"), "wandb": ("wandb", "wandb"),
+           "mlflow": ("mlflow", "mlflow")}      # name -> (module, aptune extra)
+
+
+def logger_problem(name) -> str | None:
+    """Why `name` cannot be an output.loggers entry (unknown, or its package missing), else None."""
+    if name not in LOGGERS:
+        close = difflib.get_close_matches(str(name), list(LOGGERS), n=1)
+        return f"unknown logger {name!r}" + (f"; did you mean {close[0]!r}?" if close else "") + \
+            f"; known: {', '.join(LOGGERS)}"
+    if LOGGERS[name] and importlib.util.find_spec(LOGGERS[name][0]) is None:
+        return f"{name} is not installed: pip install 'aptune[{LOGGERS[name][1]}]'"
+    return None
+
+
+def loggers_of(output: OutputConfig) -> list[str]:
+    """The loggers a run uses besides metrics.jsonl: output.loggers, else TensorBoard when output.tensorboard
+    (the field kept from before output.loggers) and installed."""
+    if output.loggers is not None:
+        return [n for n in output.loggers if n != "jsonl"]
+    return ["tensorboard"] if output.tensorboard and importlib.util.find_spec("tensorboard") else []
 
 
 def _check_model_and_clip(cfg: Config, bad):

@@ -26,14 +26,6 @@ IMAGE = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_at
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 
 
-def perturb(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return model.eval()
-
-
 def v4_names(state: dict) -> dict:
     """transformers 4's VideoMAE names (q_bias / v_bias), as the files on the Hub were written."""
     return {k.replace("query.bias", "q_bias").replace("value.bias", "v_bias"): v.contiguous() for k, v in state.items()}
@@ -52,6 +44,7 @@ def hub(tmp_path_factory):
         ViTModel,
     )
 
+    from test_image_vit import _perturb as perturb
     from test_image_vit import to_timm
     root = tmp_path_factory.mktemp("hf")
     cache, work = root / "home" / "hub", root / "work"

@@ -1,4 +1,5 @@
-"""Run logging: metrics.jsonl (one JSON record per line), optional TensorBoard, on rank 0 only."""
+"""Run logging, on rank 0 only: metrics.jsonl (one JSON record per line, always: resume, `aptune plot`
+and the API read it), and the loggers of `output.loggers`: TensorBoard, W&B, MLflow (trackers.py)."""
 from __future__ import annotations
 
 import json
@@ -8,15 +9,18 @@ from pathlib import Path
 
 from ..console import warn
 from ..errors import MissingFileError
+from .trackers import numeric, open_trackers
 
 
 class MetricsLogger:
     """`log(kind, step, **values)` appends {"kind", "step", ...} to run_dir/metrics.jsonl."""
 
-    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True, tensorboard: bool = True,
+                 trackers: tuple = (), config: dict | None = None, project: str = "aptune", resumed: bool = False):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.enabled = enabled
         self.tb = None
+        self.trackers = open_trackers(trackers, Path(run_dir), config or {}, project, resumed) if enabled else []
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -46,13 +50,21 @@ class MetricsLogger:
         with open(self.path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         if self.tb is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self.tb.add_scalar(f"{kind}/{k}", v, step)
+            for k, v in numeric(values).items():
+                self.tb.add_scalar(f"{kind}/{k}", v, step)
+        for t in self.trackers:
+            t.log(kind, step, values)
+
+    def log_artifact(self, folder: str | os.PathLike, name: str = "adapter") -> None:
+        """Hand a folder (the adapter) to every tracker that keeps artefacts."""
+        for t in self.trackers:
+            t.log_artifact(Path(folder), name)
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+        for t in self.trackers:
+            t.close()
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:

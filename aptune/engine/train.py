@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import Sampler
 
 from ..adapters import backbone_record, clip_record, record_results, save_pretrained
-from ..config import Config
+from ..config import Config, loggers_of
 from ..console import progress, warn
 from ..errors import CheckpointError, ConfigError, DataError, MissingFileError
 from ..model_card import invocation, test_summary
@@ -148,7 +148,9 @@ class Trainer:
         D.barrier()
         self._setup_model()
         self._setup_optimizer()
-        self.logger = MetricsLogger(self.run_dir, self.rt.is_main, self.cfg.output.tensorboard)
+        loggers = loggers_of(self.cfg.output)
+        self.logger = MetricsLogger(self.run_dir, self.rt.is_main, "tensorboard" in loggers, loggers,
+                                    self.cfg.to_dict(), self.cfg.output.project, resumed=found is not None)
         if found is None:
             self.logger.start_afresh()
         for key, old, new in changes:
@@ -485,6 +487,7 @@ class Trainer:
             if self.rt.is_main:
                 print("aptune: test " + summary(test))
                 record_results(adapter_dir, test=test_summary(test))     # the model card shows it
+        self.logger.log_artifact(adapter_dir, "adapter")
         self.logger.close()
         return {"run_dir": str(self.run_dir), "adapter_dir": str(adapter_dir), "val": self.val_metrics,
                 "test": test, "best_top1": self.best, "global_step": self.global_step, "model": self.model}
