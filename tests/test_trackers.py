@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from engine_data import TensorVideos, tiny_cfg
 
 from aptune.engine.logging import read_metrics
 from aptune.engine.train import train
 from aptune.errors import ConfigError
+
+from engine_data import TensorVideos, tiny_cfg
 
 
 @pytest.fixture(scope="module")
