@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -31,7 +32,8 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import adapters
-from .layers import TokenLayout
+from ..errors import ConfigError
+from .layers import SEAMS, TokenLayout
 
 
 class Backbone(nn.Module):
@@ -157,3 +159,62 @@ class Backbone(nn.Module):
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(tmp, **kwargs)
             return adapters.push_to_hub(tmp, repo_id, private=private, token=token, commit_message=commit_message)
+
+    # ---- the frozen backbone without its adapter (PEFT's disable_adapter, merge_and_unload) ---
+    @contextmanager
+    def disable_adapter(self):
+        """Within the block, the model computes the frozen backbone's own features (its head kept):
+        every block seam the method filled is emptied and every LoRA-wrapped Linear is its plain
+        Linear (the same weight and bias); all comes back on exit. Refused for a method that
+        changes the weights themselves (full fine-tuning) or puts modules outside the blocks (AIM)."""
+        if self.tuning is not None and self.tuning.method.full_state:
+            raise ConfigError(f"method {self.tuning.name!r} trains the backbone's own weights: there is no adapter "
+                              "to disable")
+        undo = []
+        try:
+            for blk in self.blocks:
+                for seam in SEAMS:
+                    if getattr(blk, seam) is not None:
+                        undo.append((blk, seam, getattr(blk, seam)))
+                        setattr(blk, seam, None)
+            for parent in list(self.modules()):
+                for name, child in list(parent.named_children()):
+                    if isinstance(child, nn.Linear) and isinstance(getattr(child, "lora", None), nn.Module):
+                        undo.append((parent, name, child))
+                        setattr(parent, name, _plain_linear(child))
+            left = self._method_parameters()
+            if left:
+                raise ConfigError(f"method {self.tuning.name!r} keeps parameters outside the block seams "
+                                  f"({left[:3]}): disable_adapter cannot remove it")
+            yield self
+        finally:
+            for owner, name, module in reversed(undo):
+                setattr(owner, name, module)
+
+    def merge_and_unload(self) -> "Backbone":
+        """LoRA: fold every update (alpha / r) B A into its frozen weight and drop the method; the model is
+        the plain backbone (with the trained head), as fast as one, and computes the same function."""
+        if self.tuning is None or self.tuning.name != "lora":
+            raise ConfigError(f"merge_and_unload: only LoRA's updates fold into the weights; this model has "
+                              f"{'no method' if self.tuning is None else repr(self.tuning.name)}")
+        for parent in list(self.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Linear) and isinstance(getattr(child, "lora", None), nn.Module):
+                    setattr(parent, name, child.merged())
+        self.tuning = None
+        return self
+
+    def _method_parameters(self) -> list[str]:
+        """Names of the method's own parameters still in the model (what trains, less the head)."""
+        if self.tuning is None:
+            return []
+        head = {id(p) for m in self.head_modules() for p in m.parameters()}
+        own = set(self.tuning.trainable_names)
+        return [n for n, p in self.named_parameters() if n in own and id(p) not in head]
+
+
+def _plain_linear(wrapped: nn.Linear) -> nn.Linear:
+    """An nn.Linear over the same weight and bias Parameters as `wrapped` (no copy)."""
+    plain = nn.Linear(wrapped.in_features, wrapped.out_features, bias=wrapped.bias is not None, device="meta")
+    plain.weight, plain.bias = wrapped.weight, wrapped.bias
+    return plain

@@ -228,6 +228,10 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.act(self.fc1(x))))
 
 
+# the method seams of a Block (None = the plain block), in the order its forward reaches them
+SEAMS = ("tokens_in", "pre_attn", "kv_prompts", "attn_adapter", "pre_mlp", "mlp_adapter", "tokens_out", "wrap")
+
+
 class Block(nn.Module):
     """Pre-norm transformer block with the method seams listed in this module's docstring."""
 
