@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import method_model, plain_model, video
 
 from aptune.errors import ConfigError
+
+from helpers import method_model, plain_model, video
 
 METHODS = [("apt", dict(num_prompts=3, prompt_dropout=0.0)), ("vpt", dict(num_prompts=2, prompt_dropout=0.0)),
            ("adaptformer", dict(bottleneck=4)), ("lora", dict(rank=2)), ("approx_prompt", dict(num_prompts=4)),
