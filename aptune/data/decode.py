@@ -14,17 +14,27 @@ count comes from the sample table and is exact for an intact file, so we use it.
 every other container (WebM/MKV usually store none, AVI headers can be stale) we count
 the video packets by demuxing, which reads the file but decodes nothing.
 
+Orientation. Frames come out upright, as ffmpeg and players show them: the display matrix a
+frame carries (phone videos: rotation 90/180/270, sometimes a mirror; FFmpeg attaches the
+stream's matrix to every decoded frame) is applied with ffmpeg's own autorotate rule
+(`upright_ops`), after the conversion to RGB. `probe` reports the upright size. Angles that
+are not a multiple of 90 degrees (ffmpeg's lossy `rotate` filter) are left as stored.
+
 Every failure (missing, zero bytes, not a video, undecodable, frames that cannot be
 decoded because the file is cut short) raises `BadVideoError(path, reason)`.
 """
 from __future__ import annotations
 
+import math
 import os
+import struct
 from dataclasses import dataclass
 
 import av
 import numpy as np
 import torch
+from av.sidedata.sidedata import Type as SideDataType
+from av.video.reformatter import VideoReformatter
 
 from ..errors import DataError
 
@@ -53,6 +63,70 @@ class VideoInfo:
     height: int
 
 
+# ------------------------------------------------------------------ orientation
+def display_matrix(frame) -> tuple[int, ...] | None:
+    """The 3x3 display matrix (9 ints, FFmpeg's layout) a decoded frame carries, or None."""
+    sd = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+    if sd is None or sd.buffer_size < 36:
+        return None
+    return struct.unpack("=9i", bytes(sd)[:36])
+
+
+def upright_ops(matrix) -> tuple[str, ...]:
+    """The steps ffmpeg's autorotate inserts for `matrix` (fftools: get_rotation, then transpose /
+    hflip / vflip): each of 'clock', 'cclock', 'clock_flip', 'cclock_flip' (transpose modes),
+    'hflip', 'vflip'. () for no matrix, the identity, or an angle that is not a quarter turn."""
+    if matrix is None:
+        return ()
+    a, b, _, c, d = matrix[:5]
+    sx, sy = math.hypot(a, c), math.hypot(b, d)
+    if not sx or not sy:                                   # singular: av_display_rotation_get is NaN
+        return ()
+    theta = _c_round(math.degrees(math.atan2(b / sy, a / sx)))  # -round(av_display_rotation_get)
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        return ("cclock_flip" if c > 0 else "clock",)
+    if abs(theta - 180) < 1:
+        return (("hflip",) if a < 0 else ()) + (("vflip",) if d < 0 else ())
+    if abs(theta - 270) < 1:
+        return ("clock_flip" if c < 0 else "cclock",)
+    if abs(theta) < 1 and d < 0:
+        return ("vflip",)
+    return ()
+
+
+def _c_round(x: float) -> float:
+    """C's round(): halves away from zero (Python's round() goes to even)."""
+    return math.copysign(math.floor(abs(x) + 0.5), x)
+
+
+_OPS = {
+    "clock": lambda x: np.rot90(x, -1),                  # quarter turn clockwise
+    "cclock": lambda x: np.rot90(x, 1),                  # quarter turn counter-clockwise
+    "cclock_flip": lambda x: x.transpose(1, 0, 2),       # transpose (cclock, then vflip)
+    "clock_flip": lambda x: np.rot90(x, -1)[::-1],       # anti-transpose (clock, then vflip)
+    "hflip": lambda x: x[:, ::-1],
+    "vflip": lambda x: x[::-1],
+}
+
+
+def upright(img: np.ndarray, ops: tuple[str, ...]) -> np.ndarray:
+    """Apply `upright_ops` steps to a (H, W, C) frame (a view; callers stack/copy)."""
+    for op in ops:
+        img = _OPS[op](img)
+    return img
+
+
+def frame_rgb(frame, reformatter: VideoReformatter) -> np.ndarray:
+    """A decoded frame as an upright (H, W, 3) uint8 RGB array. The caller's `reformatter` (one per
+    decode call) converts it: `frame.to_ndarray(format=...)` would keep a converter with its own
+    threads on the frame, and reading side data ties the frame in a reference cycle, so a forked
+    DataLoader worker that garbage-collects it hangs freeing those threads."""
+    rgb = reformatter.reformat(frame, format="rgb24").to_ndarray()
+    return upright(rgb, upright_ops(display_matrix(frame)))
+
+
+# ------------------------------------------------------------------ open / index
 def _open(path):
     """Open `path` and return (container, video stream), or raise BadVideoError."""
     path = os.fspath(path)
@@ -111,16 +185,34 @@ def _fps(stream) -> float:
     return float(rate) if rate else 0.0
 
 
+_TRANSPOSES = {"clock", "cclock", "clock_flip", "cclock_flip"}
+
+
+def _first_frame_ops(container, stream) -> tuple[str, ...]:
+    """`upright_ops` of the first frame that decodes (the matrix rides on decoded frames only);
+    () when none decodes (probe reports the size; reading the frames reports the damage)."""
+    try:
+        container.seek(0, stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            return upright_ops(display_matrix(frame))
+    except av.FFmpegError:
+        pass
+    return ()
+
+
 def probe(path) -> VideoInfo:
-    """Frame count, frame rate and size of the first video stream (see module doc for how
-    the frame count is obtained)."""
+    """Frame count, frame rate and upright size (as shown, see Orientation) of the first video
+    stream (see module doc for how the frame count is obtained)."""
     container, stream = _open(path)
     try:
         n = stream.frames if _is_exact_count_format(container) else 0
         if n <= 0:
             n = len(_packet_pts(container, stream))
         cc = stream.codec_context
-        return VideoInfo(num_frames=int(n), fps=_fps(stream), width=cc.width, height=cc.height)
+        width, height = cc.width, cc.height
+        if set(_first_frame_ops(container, stream)) & _TRANSPOSES:
+            width, height = height, width
+        return VideoInfo(num_frames=int(n), fps=_fps(stream), width=width, height=height)
     except av.FFmpegError as e:
         raise BadVideoError(path, f"undecodable ({e})") from None
     finally:
@@ -129,7 +221,7 @@ def probe(path) -> VideoInfo:
 
 def _decode_range(container, stream, wanted: set[int], first: int, last: int, seek: bool):
     """Decode from the keyframe at/before `first` up to `last`; return {pts: frame}."""
-    got = {}
+    got, reformatter = {}, VideoReformatter()
     if seek:
         container.seek(first, stream=stream, backward=True, any_frame=False)
     for frame in container.decode(stream):
@@ -137,7 +229,7 @@ def _decode_range(container, stream, wanted: set[int], first: int, last: int, se
         if ts is None:
             continue
         if ts in wanted and ts not in got:
-            got[ts] = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+            got[ts] = frame_rgb(frame, reformatter)  # (H, W, 3) uint8, upright
         if ts >= last or len(got) == len(wanted):
             break
     return got
@@ -197,7 +289,8 @@ def decode_all(path, threads: int = 0) -> torch.Tensor:
     try:
         stream.thread_type = "AUTO" if threads != 1 else "SLICE"
         stream.codec_context.thread_count = threads
-        frames = [(f.pts, f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+        reformatter = VideoReformatter()
+        frames = [(f.pts, frame_rgb(f, reformatter)) for f in container.decode(stream)]
     except av.FFmpegError as e:
         raise BadVideoError(path, f"undecodable ({e})") from None
     finally:
