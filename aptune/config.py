@@ -268,7 +268,7 @@ class Config:
             lists.insert(0, ("data.train_list", d.train_list))
         for key, p in lists:
             if check_files and p and not Path(p).is_file():
-                bad(key, f"list file not found: {p}")
+                bad(key, f"list file {p} is a directory" if Path(p).is_dir() else f"list file not found: {p}")
         if check_files and self.model.checkpoint:
             try:                          # a local path, else a Hub id fetched into its cache now
                 resolve(self.model.checkpoint)

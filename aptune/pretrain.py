@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from .config import Config, PretrainConfig, validate_pretrain
 from .console import progress as console_progress
 from .data.datasets import VideoDataset
-from .data.prepare import VIDEO_EXTENSIONS
+from .data.prepare import VIDEO_EXTENSIONS, text_lines
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .engine.bad_videos import BadVideoLog
 from .engine.optim import build_optimizer, lr_at, scaled_lr, set_lr
@@ -196,7 +196,7 @@ def pretrain_entries(source: str | os.PathLike, root: str | os.PathLike | None =
         paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
     elif source.is_file():
         paths = []
-        for line in source.read_text().splitlines():
+        for line in text_lines(source):
             if line.strip():
                 rel = line.split()[0]
                 paths.append(Path(rel) if os.path.isabs(rel) else Path(root or source.parent) / rel)

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import MissingFileError
+from ..errors import DataError, MissingFileError
 
 HELP = ("decode every video of a list file; report missing, empty, truncated, undecodable and "
         "too-short files (exit 1 if any)")
@@ -57,10 +57,12 @@ def run(args: argparse.Namespace) -> int:
     from ..data.prepare import read_list_file
     from ..data.sampling import min_frames
 
-    if not Path(args.list).is_file():
+    if not Path(args.list).exists():
         raise MissingFileError(f"list file {args.list} not found")
     shape, root = clip_shape(args)
     entries = read_list_file(args.list)
+    if not entries:
+        raise DataError(f"list file {args.list} is empty: no 'relative/path label' lines, nothing to check")
     need = min_frames(shape["num_frames"], shape["sampling_rate"], shape["sampling"])
     bad = {k: [] for k in PROBLEMS}
     for rel, _ in progress(entries, desc="check-videos", unit="video", show=not args.no_progress):

@@ -80,15 +80,19 @@ class VideoDataset(Dataset):
                         ("num_crops", num_crops), ("num_sample", num_sample)):
             if int(v) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {v}")
+        names_from = "class_names"
         if isinstance(entries_or_list_file, (str, os.PathLike)):
             list_file = Path(entries_or_list_file)
-            if not list_file.is_file():
+            if not list_file.exists():
                 raise MissingFileError(f"list file {list_file} not found")
             lines = read_list_lines(list_file)
+            if not lines:
+                raise DataError(f"list file {list_file} is empty: no 'relative/path label' lines")
             self.entries = [(rel, y) for rel, y, _ in lines]
             self.where = [f"{list_file}:{n}" for _, _, n in lines]
             if class_names is None and (list_file.parent / "classes.txt").is_file():
                 class_names = read_class_names(list_file.parent / "classes.txt")
+                names_from = list_file.parent / "classes.txt"
         else:
             self.entries = [(str(p), int(y)) for p, y in entries_or_list_file]
             self.where = [f"entry {i + 1}" for i in range(len(self.entries))]
@@ -97,7 +101,7 @@ class VideoDataset(Dataset):
         self.class_names = list(class_names) if class_names is not None else None
         top = max(y for _, y in self.entries)
         if self.class_names is not None and top >= len(self.class_names):
-            raise DataError(f"label {top} >= number of class names ({len(self.class_names)})")
+            self._refuse_label(len(self.class_names), names_from)
         self.num_classes = len(self.class_names) if self.class_names is not None else top + 1
         self.root = Path(root) if root is not None else None
         self.mode, self.num_frames, self.sampling_rate = mode, int(num_frames), int(sampling_rate)
@@ -120,6 +124,11 @@ class VideoDataset(Dataset):
         """`root/class_name/video.ext`, classes sorted by name (label = position)."""
         entries, names = scan_folder(root)
         return cls(entries, root=root, class_names=names, **kwargs)
+
+    def _refuse_label(self, n: int, names_from) -> None:
+        """DataError naming the list line of the first label past the `n` class names, and their source."""
+        where, y = next((w, y) for (_, y), w in zip(self.entries, self.where) if y >= n)
+        raise DataError(f"{where}: label {y} >= number of class names ({n}, from {names_from})")
 
     # ------------------------------------------------------------ protocol
     def check_labels(self, num_classes: int) -> None:

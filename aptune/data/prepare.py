@@ -10,6 +10,7 @@ classes.txt (the `.csv` names follow VideoMAE; the separator is a space).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -30,6 +31,56 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
 
 
+# ------------------------------------------------------------------ text files
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+         (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")   # none of these belongs in a text file
+
+
+def read_text(path, what: str = "list file") -> str:
+    """The text of a file aptune reads as lines (list files, classes.txt, split files): UTF-8 with or
+    without a byte-order mark, or UTF-16/32 with one. Anything else is refused in one line naming the
+    file and the line and byte where it stops being text (a DataError, never a UnicodeDecodeError)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what} {path} is a directory, not a text file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MissingFileError(f"{what} {path} not found") from None
+    except OSError as e:
+        raise DataError(f"{what} {path}: cannot be read ({e.strerror or e})") from None
+    encoding, start = "utf-8", 0
+    for bom, enc in _BOMS:
+        if data.startswith(bom):
+            encoding, start = enc, len(bom)
+            break
+    try:
+        text = data[start:].decode(encoding)
+    except UnicodeDecodeError as e:
+        at = start + e.start
+        prefix = data[start:at].decode(encoding)
+        _refuse_control(path, prefix)           # a control character before the undecodable byte
+        raise DataError(f"{path}:{prefix.count(chr(10)) + 1}: not a text file: byte {at} (0x{data[at]:02x}) is "
+                        f"not {encoding.upper()} (save it as UTF-8)") from None
+    _refuse_control(path, text)
+    return text
+
+
+def _refuse_control(path, text: str) -> None:
+    bad = _CONTROL.search(text)
+    if bad:
+        line = text.count("\n", 0, bad.start()) + 1
+        column = bad.start() - text.rfind("\n", 0, bad.start())
+        raise DataError(f"{path}:{line}: not a text file: control character {bad.group()!r} at column {column}")
+
+
+def text_lines(path, what: str = "list file") -> list[str]:
+    """`read_text` split into lines at \\n, \\r\\n or \\r only (str.splitlines also splits at form
+    feeds and other characters, which would shift the line numbers errors report)."""
+    return read_text(path, what).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 # ------------------------------------------------------------------ list files
 def read_list_file(path) -> list[Entry]:
     """Parse a VideoMAE list file. Paths may contain spaces: the label is the last field."""
@@ -39,18 +90,17 @@ def read_list_file(path) -> list[Entry]:
 def read_list_lines(path) -> list[tuple[str, int, int]]:
     """read_list_file, keeping each entry's line number: [(relative_path, label, line)]."""
     entries = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
-                raise DataError(f"{path}:{n}: expected 'relative/path label', got {line!r}")
-            label = int(parts[1])
-            if label < 0:
-                raise DataError(f"{path}:{n}: negative label {label}")
-            entries.append((parts[0], label, n))
+    for n, line in enumerate(text_lines(path), 1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not re.fullmatch(r"-?\d+", parts[1]):
+            raise DataError(f"{path}:{n}: expected 'relative/path label', got {line!r}")
+        label = int(parts[1])
+        if label < 0:
+            raise DataError(f"{path}:{n}: negative label {label}")
+        entries.append((parts[0], label, n))
     return entries
 
 
@@ -61,7 +111,8 @@ def write_list_file(path, entries: list[Entry]) -> None:
 
 
 def read_class_names(path) -> list[str]:
-    return [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    """classes.txt: one class name per line (line i = label i), blank lines ignored."""
+    return [ln.strip() for ln in text_lines(path, "class list") if ln.strip()]
 
 
 def write_prepared(prep: Prepared, out) -> dict[str, Path]:
@@ -89,6 +140,13 @@ def _find_file(root: Path, name: str, depth: int = 2) -> Path | None:
                 return d / name
         level = sorted(c for d in level for c in d.iterdir() if c.is_dir())
     return None
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(read_text(path, "annotation file"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
 
 
 def _require(root: Path, name: str, hint: str) -> Path:
@@ -130,10 +188,12 @@ def prepare_ucf101(root, split: int = 1) -> Prepared:
     hint = "UCF101 split files: extract UCF101TrainTestSplits-RecognitionTask.zip into --root"
     class_file = _require(root, "classInd.txt", hint)
     names = {}
-    for ln in class_file.read_text().splitlines():
+    for n, ln in enumerate(text_lines(class_file, "class index"), 1):
         if ln.strip():
-            idx, name = ln.split()
-            names[name] = int(idx) - 1
+            parts = ln.split()
+            if len(parts) != 2 or not parts[0].isdigit():
+                raise DataError(f"{class_file}:{n}: expected 'id ClassName', got {ln.strip()!r}")
+            names[parts[1]] = int(parts[0]) - 1
     class_names = [n for n, _ in sorted(names.items(), key=lambda kv: kv[1])]
     if sorted(names.values()) != list(range(len(names))):
         raise DataError(f"{class_file}: class ids are not 1..{len(names)}")
@@ -141,7 +201,7 @@ def prepare_ucf101(root, split: int = 1) -> Prepared:
     def read(name, labelled):
         out = []
         f = _require(root, name, hint)
-        for n, ln in enumerate(f.read_text().splitlines(), 1):
+        for n, ln in enumerate(text_lines(f, "split file"), 1):
             parts = ln.split()
             if not parts:
                 continue
@@ -149,7 +209,7 @@ def prepare_ucf101(root, split: int = 1) -> Prepared:
             cls = rel.split("/")[0]
             if cls not in names:
                 raise DataError(f"{f}:{n}: class {cls!r} is not in {class_file.name}")
-            if labelled and len(parts) > 1 and int(parts[1]) - 1 != names[cls]:
+            if labelled and len(parts) > 1 and parts[1] != str(names[cls] + 1):
                 raise DataError(f"{f}:{n}: label {parts[1]} disagrees with classInd for {cls}")
             out.append((rel, names[cls]))
         return out
@@ -175,7 +235,7 @@ def prepare_hmdb51(root, split: int = 1) -> Prepared:
     class_names = [f.name[:-len(suffix)] for f in files]
     splits = {"train": [], "test": []}
     for label, (cls, f) in enumerate(zip(class_names, files)):
-        for n, ln in enumerate(f.read_text().splitlines(), 1):
+        for n, ln in enumerate(text_lines(f, "split file"), 1):
             parts = ln.split()
             if not parts:
                 continue
@@ -210,7 +270,7 @@ def read_ssv2(root, split: str) -> tuple[list[Entry], list[str], list[str]]:
     """Entries for split 'train' or 'validation' (alias 'val'), class names by id, notes."""
     root = Path(root)
     hint = "SSv2 annotations: labels.json, train.json, validation.json"
-    labels = json.loads(_require(root, "labels.json", hint).read_text())
+    labels = _read_json(_require(root, "labels.json", hint))
     ids = {name: int(i) for name, i in labels.items()}
     if sorted(ids.values()) != list(range(len(ids))):
         raise DataError(f"labels.json: ids are not 0..{len(ids) - 1}")
@@ -218,7 +278,7 @@ def read_ssv2(root, split: str) -> tuple[list[Entry], list[str], list[str]]:
     fname = {"train": "train.json", "val": "validation.json", "validation": "validation.json"}[split]
     ann_path = _require(root, fname, hint)
     entries = []
-    for k, item in enumerate(json.loads(ann_path.read_text())):
+    for k, item in enumerate(_read_json(ann_path)):
         try:
             name = ssv2_label_name(item["template"])
             entries.append((f"{item['id']}.webm", ids[name]))
@@ -258,14 +318,12 @@ def prepare_kinetics(root) -> Prepared:
     test = _find_file(root, "test.csv")
     rows = {}
     for split, path in csvs.items():
-        with open(path, newline="") as f:
-            rows[split] = [r for r in csv.DictReader(f)]
+        rows[split] = list(csv.DictReader(io.StringIO(read_text(path, "annotation file"), newline="")))
         need = {"label", "youtube_id", "time_start", "time_end"}
         if rows[split] and not need <= set(rows[split][0]):
             raise DataError(f"{path}: expected columns {sorted(need)}, got {list(rows[split][0])}")
     if test is not None:
-        with open(test, newline="") as f:
-            t = list(csv.DictReader(f))
+        t = list(csv.DictReader(io.StringIO(read_text(test, "annotation file"), newline="")))
         if t and "label" in t[0]:
             rows["test"] = t
     class_names = sorted({r["label"] for r in rows["train"]})
@@ -280,11 +338,15 @@ def prepare_kinetics(root) -> Prepared:
 
     for split, rs in rows.items():
         out, missing, unknown = [], 0, 0
-        for r in rs:
+        for k, r in enumerate(rs):
             if r["label"] not in ids:
                 unknown += 1
                 continue
-            name = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}.mp4"
+            try:
+                name = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}.mp4"
+            except (TypeError, ValueError):
+                raise DataError(f"{csvs.get(split, test)}:{k + 2}: time_start/time_end are not numbers: "
+                                f"{r['time_start']!r}, {r['time_end']!r}") from None
             sdirs = [d for d in dict.fromkeys([r.get("split", ""), split, "validate" if split == "val" else split,
                                                "val" if split == "val" else split]) if d]
             cands = [f"{d}/{r['label']}" for d in sdirs] + sdirs + [r["label"], ""]
