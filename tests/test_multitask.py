@@ -115,10 +115,9 @@ PAIRS = [pytest.param(m, name, id=f"{m}-{name}") for m in MODELS for name in apt
          if _layout(m) in get_method(name).layouts]
 
 
-@pytest.mark.parametrize("model, method", PAIRS)
-def test_every_method_is_served_exactly_or_refused_by_its_declaration(built, model, method, tmp_path):
-    """Each registered method, with random adapter tensors, next to APT and VPT tasks (padding and key
-    masks in play): its clips equal its own model's, or it is refused with the reason it declares."""
+def served_exactly_or_refused_by_its_declaration(built, model: str, method: str, tmp_path) -> None:
+    """`method`, with random adapter tensors, next to APT and VPT tasks (padding and key masks in play):
+    its clips equal its own model's, or it is refused with the reason it declares (`cannot_share`)."""
     b = built(model)
     d = make_adapter(tmp_path / "m", b["ckpt"], method, SMALL.get(method, {}), 3, model, seed=7)
     dirs = {"m": d, "apt4": b["dirs"]["apt4"], "vpt": b["dirs"]["vpt_deep"]}
@@ -128,6 +127,11 @@ def test_every_method_is_served_exactly_or_refused_by_its_declaration(built, mod
             load_adapters(dirs, checkpoint=b["ckpt"])
         return
     assert_served_exactly(dirs, b["ckpt"], ["m", "apt4", "m", "vpt"])
+
+
+@pytest.mark.parametrize("model, method", PAIRS)
+def test_every_method_is_served_exactly_or_refused_by_its_declaration(built, model, method, tmp_path):
+    served_exactly_or_refused_by_its_declaration(built, model, method, tmp_path)
 
 
 def test_padding_is_invisible(adapters):
@@ -386,7 +390,7 @@ def toys():
 
 @pytest.mark.parametrize("model", MODELS)
 def test_a_toy_method_that_says_how_to_serve_is_served_exactly(toys, built, model, tmp_path):
-    test_every_method_is_served_exactly_or_refused_by_its_declaration(built, model, "toy_gain_served", tmp_path)
+    served_exactly_or_refused_by_its_declaration(built, model, "toy_gain_served", tmp_path)
 
 
 @pytest.mark.parametrize("method, message", [
