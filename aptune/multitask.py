@@ -26,6 +26,7 @@ embedding), so each sample's logits are those of its own task's model. Inference
 """
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from dataclasses import dataclass, replace
@@ -315,15 +316,12 @@ class MultiTaskModel(nn.Module):
         return out
 
     def _head(self, name: str, pooled: torch.Tensor) -> torch.Tensor:
-        """The task's head on pooled features (n, C): the backbone's head modules swapped for its own."""
-        bb, saved = self.backbone, {a: getattr(self.backbone, a) for a in self.head_attrs}
-        try:
-            for a, mod in self.heads[name].items():
-                bb._modules[a] = mod
-            return bb.forward_head(bb.normalize_pooled(pooled))
-        finally:
-            for a, mod in saved.items():
-                bb._modules[a] = mod
+        """The task's head on pooled features (n, C): the backbone's own head code, on a view of the
+        backbone that holds the task's head modules (swapping them on the shared backbone would race
+        between threads)."""
+        view = copy.copy(self.backbone)                 # shallow: the same weights and state
+        view._modules = {**self.backbone._modules, **self.heads[name]}
+        return view.forward_head(view.normalize_pooled(pooled))
 
 
 # ---- comparing a task's model with the plain backbone ------------------------------------------------
