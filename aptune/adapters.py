@@ -139,7 +139,21 @@ def read_adapter_meta(directory: str | os.PathLike) -> dict:
     for key in ("backbone", "method", "method_config"):
         if key not in meta:
             raise CheckpointError(f"{meta_path}: field {key!r} is missing")
+    _check_class_names(meta_path, meta)
     return meta
+
+
+def _check_class_names(meta_path: Path, meta: dict) -> None:
+    """class_names, when recorded, are one string per class of the head (backbone.num_classes)."""
+    names, backbone = meta.get("class_names"), meta["backbone"]
+    if names is None:
+        return
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{meta_path}: field 'class_names' must be a list of strings or null")
+    classes = backbone.get("num_classes") if isinstance(backbone, dict) else None
+    if isinstance(classes, int) and len(names) != classes:
+        raise CheckpointError(f"{meta_path}: {len(names)} class_names for a head of {classes} classes "
+                              "(backbone.num_classes); fix the list or set it to null")
 
 
 def recorded_backbone(meta: dict) -> str | None:

@@ -166,3 +166,123 @@ def test_list_that_is_a_directory(tmp_path, capsys):
     (tmp_path / "train.csv").mkdir()
     rc, out, err = cli(capsys, "check-videos", tmp_path / "train.csv", "--no-progress")
     assert rc == 2 and "is a directory" in err
+
+
+# ------------------------------------------------------------------ odd video files
+def test_still_images_named_mp4_are_not_videos(tmp_path, capsys):
+    from PIL import Image
+
+    from aptune.data.decode import BadVideoError
+
+    from videos import make_video
+    img = Image.fromarray(np.full((32, 48, 3), 90, np.uint8))
+    img.save(tmp_path / "photo.png")
+    (tmp_path / "photo.png").rename(tmp_path / "photo.mp4")
+    img.save(tmp_path / "photo.jpg")
+    (tmp_path / "photo.jpg").rename(tmp_path / "photo2.mp4")
+    img.save(tmp_path / "still.gif")
+    (tmp_path / "still.gif").rename(tmp_path / "still.mp4")
+    frames = [Image.fromarray(np.full((32, 48, 3), 40 * i, np.uint8)) for i in range(4)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=40)
+    for name in ("photo.mp4", "photo2.mp4", "still.mp4"):
+        with pytest.raises(BadVideoError, match="not a video: a still image"):
+            read_frames(tmp_path / name, [0])
+        assert check_video(tmp_path / name) == ("undecodable", check_video(tmp_path / name)[1])
+        assert "still image" in check_video(tmp_path / name)[1]
+    assert read_frames(tmp_path / "anim.gif", [0, 3]).shape == (2, 32, 48, 3)   # an animation is a video
+    make_video(tmp_path / "ok.mp4", num_frames=20)
+    (tmp_path / "l.csv").write_text("ok.mp4 0\nphoto.mp4 1\n")
+    rc, out, err = cli(capsys, "check-videos", tmp_path / "l.csv", "--root", tmp_path, "--num-frames", "4",
+                       "--no-progress")
+    assert rc == 1 and "photo.mp4: not a video: a still image" in out and "1 ok, 1 bad" in out
+
+
+def test_damaged_videos_give_readable_reasons(tmp_path):
+    from aptune.data.decode import BadVideoError
+
+    from videos import make_video
+    good = make_video(tmp_path / "good.mp4", num_frames=30, faststart=True).read_bytes()
+    mkv = make_video(tmp_path / "good.mkv", num_frames=30).read_bytes()
+    (tmp_path / "header.mp4").write_bytes(b"\0" * 64 + good[64:])
+    (tmp_path / "cut.mp4").write_bytes(good[: len(good) // 2])
+    (tmp_path / "cut.mkv").write_bytes(mkv[:300])
+    (tmp_path / "folder.mp4").mkdir()
+    reasons = {}
+    for name in ("header.mp4", "cut.mp4", "cut.mkv", "folder.mp4"):
+        with pytest.raises(BadVideoError) as e:
+            read_frames(tmp_path / name, [0, 25])
+        reasons[name] = (e.value.reason, check_video(tmp_path / name))
+    for reason, (_, detail) in reasons.values():
+        assert "Errno" not in reason + detail and "avcodec" not in detail
+    assert "invalid data found when processing input" in reasons["header.mp4"][0]
+    assert "no video stream" not in reasons["header.mp4"][0]
+    assert reasons["cut.mp4"][1][0] == "truncated"
+    assert "the file ends inside its header" in reasons["cut.mkv"][0]
+    assert reasons["folder.mp4"][0] == reasons["folder.mp4"][1][1] == "is a directory, not a video file"
+
+
+# ------------------------------------------------------------------ prepare folder
+def make_class_tree(root, classes):
+    from videos import make_video
+    root.mkdir(parents=True, exist_ok=True)
+    clip = make_video(root / "_clip.mp4", num_frames=8)
+    for c, names in classes.items():
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for n in names:
+            (root / c / n).write_bytes(clip.read_bytes())
+    clip.unlink()
+
+
+def test_prepare_folder_skips_hidden_files_and_empty_folders(tmp_path, capsys):
+    make_class_tree(tmp_path / "raw", {"run": ["a.mp4", "b.mp4", ".c.mp4", "._a.mp4"],
+                                       "walk": ["d.mp4", "e.mp4"], "empty": [], ".Trash": ["f.mp4"]})
+    (tmp_path / "raw" / "walk" / ".cache").mkdir()
+    (tmp_path / "raw" / "walk" / ".cache" / "g.mp4").write_bytes(b"x")
+    rc, out, err = cli(capsys, "prepare", "folder", "--root", tmp_path / "raw", "--out", tmp_path / "lists",
+                       "--val-fraction", "0.5")
+    assert rc == 0, err
+    assert (tmp_path / "lists" / "classes.txt").read_text() == "run\nwalk\n"
+    listed = (tmp_path / "lists" / "train.csv").read_text() + (tmp_path / "lists" / "val.csv").read_text()
+    assert sorted(listed.split()[::2]) == ["run/a.mp4", "run/b.mp4", "walk/d.mp4", "walk/e.mp4"]
+    assert "hold no videos and are not classes: empty" in err
+    assert "single video" not in err
+
+
+def test_prepare_again_says_when_labels_change(tmp_path, capsys):
+    make_class_tree(tmp_path / "raw", {"run": ["a.mp4", "b.mp4"], "walk": ["c.mp4", "d.mp4"]})
+    argv = ("prepare", "folder", "--root", tmp_path / "raw", "--out", tmp_path / "lists")
+    assert cli(capsys, *argv)[0] == 0
+    rc, out, err = cli(capsys, *argv)                      # the same folder again: nothing to say
+    assert rc == 0 and "classes changed" not in err
+    make_class_tree(tmp_path / "raw", {"jump": ["e.mp4", "f.mp4"]})
+    rc, out, err = cli(capsys, *argv)
+    assert rc == 0 and "the classes changed (2 -> 3)" in err
+    assert "run 0->1" in err and "walk 1->2" in err and "added jump" in err
+
+
+# ------------------------------------------------------------------ adapters and checkpoints
+@pytest.fixture
+def adapter_dir(tmp_path):
+    import aptune
+    model = aptune.create_model("tiny", num_classes=3, method="linear")
+    return aptune.save_adapter(model, tmp_path / "adapter", class_names=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("name", ["adapter.safetensors", "adapter.json"])
+def test_inspect_checkpoint_on_a_file_of_an_adapter_folder(adapter_dir, capsys, name):
+    rc, out, err = cli(capsys, "inspect-checkpoint", adapter_dir / name)
+    assert rc == 2 and out == ""
+    assert err == f"aptune: error: {adapter_dir / name} is part of an adapter folder: pass the folder {adapter_dir}\n"
+    assert cli(capsys, "inspect-checkpoint", adapter_dir)[0] == 0
+
+
+def test_adapter_class_names_must_match_the_head(adapter_dir):
+    import json
+
+    import aptune
+    from aptune.errors import CheckpointError
+    meta = json.loads((adapter_dir / "adapter.json").read_text())
+    meta["class_names"] = ["a", "b", "c", "d"]
+    (adapter_dir / "adapter.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"adapter.json: 4 class_names for a head of 3 classes"):
+        aptune.load_adapter(adapter_dir, allow_random_backbone=True)

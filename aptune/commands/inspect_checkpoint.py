@@ -48,12 +48,16 @@ def describe_snapshot(payload: dict) -> dict:
 
 
 def describe(path: str) -> dict:
+    from ..adapters import META, WEIGHTS
     from ..engine.state import is_training_snapshot
+    from ..errors import CheckpointError
     from ..hub import resolve
     from ..models.checkpoints import describe_checkpoint, read_state
     p = Path(resolve(path))                     # a Hub id: its cached snapshot folder
-    if p.is_dir() and (p / "adapter.json").exists():
+    if p.is_dir() and (p / META).exists():
         return describe_adapter(p)
+    if p.name in (META, WEIGHTS) and (p.parent / META).is_file():
+        raise CheckpointError(f"{p} is part of an adapter folder: pass the folder {p.parent}")
     raw = read_state(p) if p.is_file() else None
     if is_training_snapshot(raw):
         return describe_snapshot(raw)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "write train/val/test list files (+ classes.txt) from a dataset's official split files"
 
@@ -34,10 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.prepare import prepare, write_prepared
-    prep = prepare(args.dataset, args.root, split=args.split, val_fraction=args.val_fraction)
-    paths = write_prepared(prep, args.out)
     from ..console import warn
+    from ..data.prepare import class_changes, prepare, read_class_names, write_prepared
+    from ..errors import DataError
+    prep = prepare(args.dataset, args.root, split=args.split, val_fraction=args.val_fraction)
+    old = Path(args.out) / "classes.txt"
+    if old.is_file():
+        try:
+            change = class_changes(read_class_names(old), prep.class_names)
+        except DataError as e:
+            change = f"the old list is not readable ({e}); it is replaced"
+        if change:
+            warn(f"{old}: {change}")
+    paths = write_prepared(prep, args.out)
     for note in prep.notes:
         if note.startswith("warning: "):
             warn(note[len("warning: "):])

@@ -25,6 +25,7 @@ decoded because the file is cut short) raises `BadVideoError(path, reason)`.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import struct
@@ -136,14 +137,54 @@ def _open(path):
         raise BadVideoError(path, "is a directory, not a video file")
     if os.path.getsize(path) == 0:
         raise BadVideoError(path, "empty file (0 bytes)")
-    try:
-        container = av.open(path, metadata_errors="ignore")
-    except (av.FFmpegError, UnicodeDecodeError) as e:
-        raise BadVideoError(path, f"undecodable (cannot open container: {e})") from None
-    if not container.streams.video:
+    container = _av_open(path)
+    name = container.format.name
+    if name.startswith("image2") or name.endswith("_pipe") or (name in _ANIMATED_IMAGES and _one_frame(container)):
+        container.close()                                      # png_pipe, jpeg_pipe, a GIF of one frame, ...
+        raise BadVideoError(path, f"not a video: a still image ({container.format.long_name})")
+    if name in _ANIMATED_IMAGES:                               # _one_frame read packets: start again
         container.close()
-        raise BadVideoError(path, "undecodable (no video stream)")
+        container = _av_open(path)
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        container.close()
+        found = f"only {', '.join(kinds)}" if kinds else "no streams"
+        raise BadVideoError(path, f"undecodable: no video stream ({found} found: a damaged header, or not a video)")
     return container, container.streams.video[0]
+
+
+def _av_open(path: str):
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError) as e:
+        raise BadVideoError(path, f"undecodable: {_open_reason(e)}") from None
+
+
+_ANIMATED_IMAGES = ("gif", "apng")
+
+
+def _one_frame(container) -> bool:
+    """Whether an animated-image file holds a single picture (reads at most two packets)."""
+    try:
+        packets = (p for p in container.demux(video=0) if p.size)
+        return sum(1 for _ in zip(range(2), packets)) < 2
+    except (av.FFmpegError, IndexError):   # IndexError: no video stream (reported by the caller)
+        return False
+
+
+def ffmpeg_reason(e: Exception) -> str:
+    """FFmpeg's message without its error number and the call or file it names ('[Errno 1094995529]
+    Invalid data found when processing input: ...' -> 'invalid data found when processing input')."""
+    msg = str(getattr(e, "strerror", None) or e).strip()
+    return msg[:1].lower() + msg[1:]
+
+
+def _open_reason(e: Exception) -> str:
+    if isinstance(e, UnicodeDecodeError):
+        return "metadata that is not text"
+    if getattr(e, "errno", None) == errno.EIO:   # the demuxer hit the end of the file inside the header
+        return "the file ends inside its header (cut short?)"
+    return ffmpeg_reason(e) + " (a damaged header, or not a video)"
 
 
 def _is_exact_count_format(container) -> bool:
@@ -214,7 +255,7 @@ def probe(path) -> VideoInfo:
             width, height = height, width
         return VideoInfo(num_frames=int(n), fps=_fps(stream), width=width, height=height)
     except av.FFmpegError as e:
-        raise BadVideoError(path, f"undecodable ({e})") from None
+        raise BadVideoError(path, f"undecodable ({ffmpeg_reason(e)})") from None
     finally:
         container.close()
 
@@ -273,7 +314,7 @@ def read_sampled(path, choose, threads: int = 0) -> tuple[torch.Tensor, list[int
             container.seek(0, stream=stream, backward=True, any_frame=False)
             got = _decode_range(container, stream, wanted, first, last, seek=False)
     except av.FFmpegError as e:
-        raise BadVideoError(path, f"undecodable ({e})") from None
+        raise BadVideoError(path, f"undecodable ({ffmpeg_reason(e)})") from None
     finally:
         container.close()
     missing = [i for i in indices if pts[i] not in got]
@@ -292,7 +333,7 @@ def decode_all(path, threads: int = 0) -> torch.Tensor:
         reformatter = VideoReformatter()
         frames = [(f.pts, frame_rgb(f, reformatter)) for f in container.decode(stream)]
     except av.FFmpegError as e:
-        raise BadVideoError(path, f"undecodable ({e})") from None
+        raise BadVideoError(path, f"undecodable ({ffmpeg_reason(e)})") from None
     finally:
         container.close()
     if not frames:
@@ -310,7 +351,7 @@ def check_video(path, min_frames: int = 1) -> tuple[str | None, str]:
     try:
         container, stream = _open(path)
     except BadVideoError as e:
-        kind = ("missing" if e.reason.startswith("missing") else
+        kind = ("missing" if e.reason.startswith(("missing", "is a directory")) else
                 "empty" if e.reason.startswith("empty") else "undecodable")
         return kind, e.reason
     decoded, packets, last_ts, error = 0, 0, None, None
@@ -328,7 +369,7 @@ def check_video(path, min_frames: int = 1) -> tuple[str | None, str]:
                     if frame.pts is not None:
                         last_ts = frame.pts if last_ts is None else max(last_ts, frame.pts)
         except av.FFmpegError as e:
-            error = str(e)
+            error = ffmpeg_reason(e)
     finally:
         container.close()
     if decoded == 0:

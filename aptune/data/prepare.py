@@ -368,20 +368,52 @@ def prepare_kinetics(root) -> Prepared:
 
 
 # ------------------------------------------------------------------ plain folders
+def _videos_in(folder: Path) -> list[Path]:
+    """Video files below `folder`, sorted, leaving out hidden files and folders (`.x.mp4`, the `._x.mp4`
+    files macOS leaves on shared drives)."""
+    return sorted(f for f in folder.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file()
+                  and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+
+
+def class_folders(root) -> tuple[dict[str, list[Path]], list[str]]:
+    """({class name: its videos} for the sub-folders of `root` that hold videos (sorted by name), the
+    names of the sub-folders that hold none: these are not classes)."""
+    folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = {p.name: _videos_in(p) for p in folders}
+    return {c: v for c, v in found.items() if v}, [c for c, v in found.items() if not v]
+
+
 def scan_folder(root) -> tuple[list[Entry], list[str]]:
-    """`root/class_name/video.ext` (classes sorted by name) -> entries relative to root."""
+    """`root/class_name/video.ext` (classes sorted by name) -> entries relative to root. Folders
+    without videos are not classes; hidden files are left out."""
     root = Path(root)
     if not root.is_dir():
         raise MissingFileError(f"{root} is not a directory")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    entries = []
-    for label, c in enumerate(classes):
-        for f in sorted((root / c).rglob("*")):
-            if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS:
-                entries.append((f.relative_to(root).as_posix(), label))
+    classes, _ = class_folders(root)
+    entries = [(f.relative_to(root).as_posix(), label) for label, c in enumerate(classes) for f in classes[c]]
     if not entries:
         raise DataError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found in class folders under {root}")
-    return entries, classes
+    return entries, list(classes)
+
+
+def _empty_note(root: Path) -> list[str]:
+    empty = class_folders(root)[1]
+    return ([f"warning: {len(empty)} folder(s) under {root} hold no videos and are not classes: "
+             + ", ".join(empty[:10])] if empty else [])
+
+
+def class_changes(old: list[str], new: list[str]) -> str | None:
+    """What changed from the class list `old` (a classes.txt already there) to `new`, in words, or None:
+    labels are positions, so any change renumbers what runs and adapters trained on the old list mean."""
+    if old == new:
+        return None
+    moved = [f"{c} {old.index(c)}->{i}" for i, c in enumerate(new) if c in old and old.index(c) != i]
+    added, removed = [c for c in new if c not in old], [c for c in old if c not in new]
+    parts = ([f"renumbered {', '.join(moved[:5])}" + (" ..." if len(moved) > 5 else "")] if moved else [])
+    parts += [f"added {', '.join(added[:5])}"] if added else []
+    parts += [f"removed {', '.join(removed[:5])}"] if removed else []
+    return (f"the classes changed ({len(old)} -> {len(new)}): " + "; ".join(parts) + ". Runs and adapters "
+            "trained on the old lists used the old labels: do not resume them on the new lists")
 
 
 def prepare_folder(root, val_fraction: float = 0.2) -> Prepared:
@@ -399,7 +431,7 @@ def prepare_folder(root, val_fraction: float = 0.2) -> Prepared:
             if bad:
                 raise DataError(f"{root / s}: classes {bad[:5]} are not in {root / 'train'}")
             splits[s] = [(f"{s}/{p}", ids[cls[y]]) for p, y in ents]
-        notes = []
+        notes = _empty_note(root / "train")
         for s in ("val", "test"):
             if s not in splits:
                 other = "test" if s == "val" else "val"
@@ -423,6 +455,7 @@ def prepare_folder(root, val_fraction: float = 0.2) -> Prepared:
         for e, to_val in zip(mine, picked):
             (val if to_val else train).append(e)
     notes = [f"no train/val/test folders: every {k}-th video of each class went to val.csv (= test.csv)"]
+    notes += _empty_note(root)
     if few:
         notes.append(f"warning: {len(few)} class(es) had fewer than {k} videos, so their last video went to val/test: "
                      + ", ".join(few[:10]))
