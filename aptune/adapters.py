@@ -122,9 +122,14 @@ def _umask() -> int:
     return mask
 
 
+def adapter_folder(ref: str | os.PathLike) -> Path:
+    """The local folder of an adapter: `ref` itself, or the cached snapshot of an adapter's Hub id."""
+    return Path(resolve(ref)) if is_hub_id(ref) else Path(ref)
+
+
 def read_adapter_meta(directory: str | os.PathLike) -> dict:
     """adapter.json of an adapter folder (or Hub id), checked; errors name the file."""
-    directory = Path(resolve(directory)) if is_hub_id(directory) else Path(directory)
+    directory = adapter_folder(directory)
     meta_path, weights_path = directory / META, directory / WEIGHTS
     for p in (meta_path, weights_path):
         if not p.exists():
@@ -188,7 +193,7 @@ def load_adapter(directory: str | os.PathLike, checkpoint: str | os.PathLike | N
     from .api import create_model
     from .methods import get_method
     from .models.zoo import config_from_dict
-    directory = Path(resolve(directory)) if is_hub_id(directory) else Path(directory)
+    directory = adapter_folder(directory)
     meta = read_adapter_meta(directory)
     config = config_from_dict(meta.get("family", "videomae"), meta["backbone"])
     full = get_method(meta["method"]).full_state

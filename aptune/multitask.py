@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .adapters import WEIGHTS, _fill, backbone_fingerprint, read_adapter_meta, recorded_backbone
+from .adapters import WEIGHTS, _fill, adapter_folder, backbone_fingerprint, read_adapter_meta, recorded_backbone
 from .api import create_model
 from .errors import CheckpointError, ConfigError, MissingFileError, UnknownNameError
 from .methods import MixedBatch, apply_method, get_method, make_config
@@ -118,7 +118,7 @@ class MultiTaskModel(nn.Module):
         if name in self._tasks:
             raise ConfigError(f"task {name!r} is already loaded (from {self._tasks[name].directory}); "
                               "remove_adapter it first")
-        directory = Path(directory)
+        directory = adapter_folder(directory)           # a folder, or an adapter's Hub id
         meta = read_adapter_meta(directory)
         method = get_method(meta["method"])
         where = f"task {name!r} ({directory}): method {method.name!r}"

@@ -73,6 +73,9 @@ def test_from_pretrained_of_an_adapter_repository_on_the_hub(tmp_path, cache):
     with torch.no_grad():
         torch.testing.assert_close(back.eval()(x), model.eval()(x), rtol=0, atol=0)
     assert aptune.from_pretrained("someone/tiny-apt", checkpoint=ckpt).adapter_meta["method"] == "apt"
+    mt = aptune.load_adapters({"t": "someone/tiny-apt"})              # many tasks on one backbone take ids too
+    with torch.no_grad():
+        torch.testing.assert_close(mt.eval()(x, tasks=["t"])[0], model(x)[0], rtol=1e-5, atol=1e-5)
     with pytest.raises(MissingFileError, match="someone/other: not a local path.*HF_HUB_OFFLINE=1"):
         aptune.from_pretrained("someone/other")
 
