@@ -194,13 +194,17 @@ class Backbone(nn.Module):
     def merge_and_unload(self) -> "Backbone":
         """LoRA: fold every update (alpha / r) B A into its frozen weight and drop the method; the model is
         the plain backbone (with the trained head), as fast as one, and computes the same function."""
-        if self.tuning is None or self.tuning.name != "lora":
-            raise ConfigError(f"merge_and_unload: only LoRA's updates fold into the weights; this model has "
-                              f"{'no method' if self.tuning is None else repr(self.tuning.name)}")
-        for parent in list(self.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, nn.Linear) and isinstance(getattr(child, "lora", None), nn.Module):
-                    setattr(parent, name, child.merged())
+        wrapped = [(parent, name, child) for parent in self.modules() for name, child in parent.named_children()
+                   if isinstance(child, nn.Linear) and isinstance(getattr(child, "lora", None), nn.Module)]
+        folded = {id(p) for _, _, child in wrapped for p in child.lora.parameters()}
+        own = set(self._method_parameters())
+        rest = [n for n, p in self.named_parameters() if n in own and id(p) not in folded]
+        if not wrapped or rest:
+            what = "no method" if self.tuning is None else f"method {self.tuning.name!r}"
+            raise ConfigError(f"merge_and_unload: only low-rank updates (LoRA) fold into the weights; this model's "
+                              f"{what} has " + (f"other parameters ({rest[:3]})" if rest else "none"))
+        for parent, name, child in wrapped:
+            setattr(parent, name, child.merged())
         self.tuning = None
         return self
 
