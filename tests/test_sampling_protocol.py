@@ -105,6 +105,17 @@ def test_segment_test_matches_authors(T):
             assert S.segment_test(n, T, V) == authors_segment_test(n, T, V), (n, V)
 
 
+def test_segment_test_with_three_or_more_views_by_hand():
+    """The authors' loader stops at 2 views; aptune's view v of V starts at tick * v / V (the authors' tick / 2
+    for V = 2). Written out for 80 frames (tick 5): 3 views start at 0, 5/3 and 10/3, 4 views at 0, 1.25,
+    2.5 and 3.75, truncated."""
+    assert S.segment_test(80, 16, 3) == [list(range(0, 80, 5)), list(range(1, 80, 5)), list(range(3, 80, 5))]
+    assert S.segment_test(80, 16, 4) == [list(range(o, 80, 5)) for o in (0, 1, 2, 3)]
+    # 48 frames, 8 segments (tick 6): 3 views at 0, 2, 4
+    assert S.segment_test(48, 8, 3) == [[0, 6, 12, 18, 24, 30, 36, 42], [2, 8, 14, 20, 26, 32, 38, 44],
+                                        [4, 10, 16, 22, 28, 34, 40, 46]]
+
+
 @pytest.mark.parametrize("T,r", [(16, 4), (8, 2), (4, 3)])
 def test_dense_train_matches_authors(T, r):
     for n in range(1, 200):
@@ -197,6 +208,26 @@ def test_segment_views_hold_the_authors_frames(indexed, n):
         if left == 0:
             assert _frames_of(views[v]) == want[k], v
         torch.testing.assert_close(views[v], _crop(full, want[k], top, left, 128))
+
+
+def test_one_dense_clip_is_the_centre_of_the_strided_buffer(indexed):
+    """K = 1 (the authors' code divides by zero): the clip starting at (len(buffer) - 16) // 2. By hand:
+    131 frames -> buffer 0, 4, ..., 128 (33 entries), 17 to spare, start 8 -> frames 32 ... 92;
+    80 frames -> 20 entries, start 2 -> frames 8 ... 68; 20 frames -> padded buffer, start 0."""
+    want = {131: list(range(32, 96, 4)), 80: list(range(8, 72, 4)), 20: [0, 4, 8, 12, 16] + [16] * 11}
+    for n, frames in want.items():
+        ds = VideoDataset([(f"n{n}.mp4", 0)], root=indexed, mode="test", num_frames=16, sampling_rate=4,
+                          img_size=128, num_clips=1, num_crops=3)
+        views, _, _ = ds[0]
+        assert views.shape == (3, 3, 16, 128, 128)
+        assert _frames_of(views[0]) == frames, n           # crop 0 (left edge) holds all 8 bits of the index
+
+
+def test_three_segment_views_of_a_real_video(indexed):
+    ds = VideoDataset([("n80.mp4", 0)], root=indexed, mode="test", sampling="segment", num_frames=16,
+                      img_size=128, num_clips=3, num_crops=3)
+    views, _, _ = ds[0]                                  # view = clip x 3 + crop; crop 0 holds all 8 bits
+    assert [_frames_of(views[3 * k]) for k in range(3)] == [list(range(o, 80, 5)) for o in (0, 1, 3)]
 
 
 def test_train_and_val_windows(indexed):
