@@ -31,6 +31,7 @@ RECIPE = {
     "optim.clip_grad": (None, f"{DEFAULTS}: --clip_grad None"),
     "optim.betas": ([0.9, 0.999], f"{DEFAULTS}: --opt_betas None (AdamW's own)"),
     "data.num_sample": (2, "script: --num_sample 2"),
+    "data.rand_augment": ("rand-m4-n2-mstd0.2-inc1", "script: --is_aa --aa rand-m4-n2-mstd0.2-inc1"),
     "model.drop_path_rate": (0.0, f"{DEFAULTS}: --drop_path 0.0"),
     "model.head_dropout": (0.0, f"{DEFAULTS}: --fc_drop_rate 0.0"),
     "method.prompt_dropout": (0.1, "script: --prompt_dropout 0.1"),
