@@ -100,3 +100,82 @@ def test_a_wrong_data_root_fails_at_once_and_writes_nothing(tmp_path, capsys, mo
     assert "4 of the 4 videos of data.train_list are missing" in err
     assert f"'data/vids' (relative to the working directory {tmp_path})" in err
     assert not (tmp_path / "run").exists()
+
+
+# ---- 4. predict over a folder with a bad file between good ones -------------------------------------------
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    """An APT adapter over a tiny backbone file, with class names (no training: its head is as built)."""
+    import aptune
+    from safetensors.torch import save_file
+    tmp = tmp_path_factory.mktemp("adapter")
+    torch.manual_seed(0)
+    save_file(aptune.create_model("tiny").state_dict(), str(tmp / "backbone.safetensors"))
+    model = aptune.create_model("tiny", num_classes=3, method="apt", num_prompts=4,
+                                checkpoint=tmp / "backbone.safetensors")
+    aptune.save_adapter(model, tmp / "named", class_names=["jump", "run", "swim"])
+    aptune.save_adapter(model, tmp / "unnamed")
+    return tmp
+
+
+def test_predict_answers_every_good_video_and_names_each_bad_one(adapter, tmp_path, capsys):
+    from videos import make_video
+    (tmp_path / "clips").mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        make_video(tmp_path / "clips" / name, num_frames=20)
+    truncate(tmp_path / "clips" / "b.mp4")
+    args = ["--adapter", str(adapter / "named"), "--checkpoint", str(adapter / "backbone.safetensors")]
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "clips"), *args]) == 1
+    out = capsys.readouterr()
+    lines = out.out.splitlines()          # a.mp4 and its 3 classes, one line for b.mp4, c.mp4 and its 3
+    assert len(lines) == 9 and lines[0].endswith("a.mp4") and lines[5].endswith("c.mp4")
+    assert all("%" in x for x in lines[1:4] + lines[6:9])
+    assert "b.mp4: could not be decoded: undecodable" in lines[4]
+    assert "1 of 3 videos could not be decoded" in out.err
+    # --json: the error in its place; the good answers are the ones each video gets alone
+    assert main(["predict", str(tmp_path / "clips" / "a.mp4"), str(tmp_path / "clips" / "b.mp4"),
+                 str(tmp_path / "clips" / "c.mp4"), *args, "--json"]) == 1
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [sorted(r) for r in rows] == [["top", "video"], ["error", "video"], ["top", "video"]]
+    assert "cannot open container" in rows[1]["error"]
+    assert main(["predict", str(tmp_path / "clips" / "c.mp4"), *args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == rows[2]
+
+
+def test_predict_help_documents_the_exit_status(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1 when some could not be decoded" in text
+
+
+# ---- 5. resume after the class list changed -----------------------------------------------------------------
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_after_a_class_was_added_is_refused_before_anything_is_written(tmp_path, capsys):
+    from videos import make_video
+    lists = make_video_lists(tmp_path / "data", n_train=4, n_val=0, n_test=0)
+    cfg = write_video_config(tmp_path / "c.yaml", lists, tmp_path / "run", optim={"epochs": 1, "batch_size": 2},
+                             data={"val_list": None, "test_list": None})
+    assert main(["train", cfg]) == 0
+    before = snapshot(tmp_path / "run")
+    make_video(Path(lists["root"]) / "new.mp4", num_frames=24)        # prepare re-run with a new class folder
+    with open(lists["train"], "a") as f:
+        f.write("new.mp4 2\n")
+    with open(tmp_path / "data" / "classes.txt", "a") as f:
+        f.write("class_2\n")
+    capsys.readouterr()
+    assert main(["train", cfg, "--resume", "optim.epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on 2 classes (class_0, class_1)" in err and "now has 3 classes" in err and "new: class_2" in err
+    assert snapshot(tmp_path / "run") == before                      # config.yaml byte-identical, nothing else
+    # same count, other names (a class renamed): refused too
+    (tmp_path / "data" / "classes.txt").write_text("class_0\nclass_x\n")
+    Path(lists["train"]).write_text("".join(Path(lists["train"]).read_text().splitlines(True)[:-1]))
+    assert main(["train", cfg, "--resume", "optim.epochs=2"]) == 2
+    assert "new: class_x; gone: class_1" in capsys.readouterr().err
+    assert snapshot(tmp_path / "run") == before

@@ -1,4 +1,7 @@
-"""`aptune predict VIDEO_OR_FOLDER --adapter DIR`: top classes with probabilities per video.
+"""`aptune predict VIDEO_OR_FOLDER... --adapter DIR`: top classes with probabilities per video.
+
+Every good video gets its answer; a video that cannot be decoded gets one line with its reason (in
+--json: {"video", "error"}) and the command then exits 1.
 
 The clip shape (frames, size, sampling, stride) and normalisation default to what the adapter
 recorded when it was trained; the backbone defaults to the file it recorded. Asking for another
@@ -11,16 +14,20 @@ all tasks' views in one mixed batch; it prints the top classes per task.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..data.prepare import VIDEO_EXTENSIONS as VIDEO_EXT
 from ..errors import MissingFileError
 
-HELP = "predict the top classes of a video (or every video in a folder) with a trained adapter"
+HELP = "predict the top classes of videos (files, or every video in folders) with a trained adapter"
+EPILOG = ("exit status: 0 when every video was predicted; 1 when some could not be decoded (each has one line "
+          "with its reason, the others their answers); 2 for a bad option, adapter or path")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="a video file or a folder of videos")
+    p.epilog = EPILOG
+    p.add_argument("paths", nargs="+", metavar="PATH", help="video files and/or folders of videos")
     p.add_argument("--adapter", required=True, action="append", metavar="[TASK=]DIR",
                    help="adapter folder saved by `aptune train`; repeat as TASK=DIR to run several tasks on one "
                         "backbone in one pass")
@@ -64,7 +71,7 @@ def _views(config, paths: list[Path], clips: int, crops: int, clip: dict):
     norm = {k: tuple(clip[k]) for k in ("mean", "std") if clip.get(k)}
     return VideoDataset([(str(p), 0) for p in paths], mode="test", num_frames=clip["num_frames"] or config.num_frames,
                         sampling_rate=clip["sampling_rate"], img_size=clip["img_size"] or config.img_size,
-                        sampling=clip["sampling"], num_clips=clips, num_crops=crops, **norm)
+                        sampling=clip["sampling"], num_clips=clips, num_crops=crops, skip_bad_videos=True, **norm)
 
 
 def _top(probs, names, top: int) -> list:
@@ -72,42 +79,53 @@ def _top(probs, names, top: int) -> list:
     return [(names[j], float(v)) for v, j in zip(val.tolist(), idx.tolist())]
 
 
-def predict_videos(model, paths: list[Path], clips: int, crops: int, clip: dict, top: int = 5) -> list[dict]:
-    """[{"video", "top": [(class_name, probability), ...]}] with softmax averaged over clips x crops views."""
+def _decoded(ds, paths: list[Path]):
+    """(path, views (V, 3, T, S, S) or None, reason or None) per video: a bad one does not stop the rest."""
+    from ..data.datasets import BadVideo
+    for i, p in enumerate(paths):
+        item = ds[i]
+        if isinstance(item, BadVideo):
+            yield p, None, item.reason
+        else:
+            yield p, item[0], None
+
+
+def predict_videos(model, paths: list[Path], clips: int, crops: int, clip: dict, top: int = 5):
+    """Yields {"video", "top": [(class_name, probability), ...]} per video, softmax averaged over clips x
+    crops views; {"video", "error"} for a video that cannot be decoded."""
     import torch
 
     from ..engine.evaluate import average_views
     ds = _views(model.config, paths, clips, crops, clip)
     names = getattr(model, "class_names", None) or [str(i) for i in range(model.config.num_classes)]
     model.eval()
-    out = []
     with torch.no_grad():
-        for i, p in enumerate(paths):
-            views = ds[i][0]                                   # (V, 3, T, S, S)
-            out.append({"video": str(p), "top": _top(average_views(model(views)), names, top)})
-    return out
+        for p, views, reason in _decoded(ds, paths):
+            yield ({"video": str(p), "error": reason} if views is None else
+                   {"video": str(p), "top": _top(average_views(model(views)), names, top)})
 
 
-def predict_tasks(mt, paths: list[Path], clips: int, crops: int, clip: dict, top: int = 5) -> list[dict]:
-    """[{"video", "task", "top"}] for every video and task of the MultiTaskModel `mt`: each video is
-    decoded once, and the views of all tasks go through the backbone as one mixed batch."""
+def predict_tasks(mt, paths: list[Path], clips: int, crops: int, clip: dict, top: int = 5):
+    """Yields {"video", "task", "top"} for every video and task of the MultiTaskModel `mt` ({"video",
+    "error"} once for a video that cannot be decoded): each video is decoded once, and the views of all
+    tasks go through the backbone as one mixed batch."""
     import torch
 
     from ..engine.evaluate import average_views
     ds = _views(mt.backbone.config, paths, clips, crops, clip)
     tasks = mt.tasks
-    out = []
     with torch.no_grad():
-        for i, p in enumerate(paths):
-            views = ds[i][0]                                   # (V, 3, T, S, S)
+        for p, views, reason in _decoded(ds, paths):
+            if views is None:
+                yield {"video": str(p), "error": reason}
+                continue
             V = views.shape[0]
             logits = mt(views.repeat(len(tasks), 1, 1, 1, 1), [t for t in tasks for _ in range(V)])
             for k, t in enumerate(tasks):
                 task = mt.task(t)
                 names = task.class_names or [str(j) for j in range(task.num_classes)]
                 probs = average_views(torch.stack(logits[k * V:(k + 1) * V]))
-                out.append({"video": str(p), "task": t, "top": _top(probs, names, top)})
-    return out
+                yield {"video": str(p), "task": t, "top": _top(probs, names, top)}
 
 
 def parse_adapters(values: list[str]) -> dict[str, str] | None:
@@ -126,25 +144,28 @@ def parse_adapters(values: list[str]) -> dict[str, str] | None:
     return out
 
 
-def find_videos(path: str) -> list[Path]:
-    src = Path(path)
-    if src.is_dir():
-        paths = sorted(p for p in src.rglob("*") if p.suffix.lower() in VIDEO_EXT)
-        if not paths:
-            raise MissingFileError(f"no videos ({', '.join(VIDEO_EXT)}) in {src}")
-        return paths
-    if src.is_file():
-        return [src]
-    raise MissingFileError(f"video not found: {src}")
+def find_videos(path: str | list[str]) -> list[Path]:
+    """The videos to predict: each path a file, or a folder searched for video files (sorted); a path
+    that is neither is an error before any work."""
+    out = []
+    for src in map(Path, [path] if isinstance(path, str) else path):
+        if src.is_dir():
+            found = sorted(p for p in src.rglob("*") if p.suffix.lower() in VIDEO_EXT and p.is_file())
+            if not found:
+                raise MissingFileError(f"no videos ({', '.join(VIDEO_EXT)}) in {src}")
+            out += found
+        elif src.is_file():
+            out.append(src)
+        else:
+            raise MissingFileError(f"video not found: {src}")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from ..adapters import load_adapter
     from ..console import warn
     from ..errors import ConfigError
-    paths = find_videos(args.path)
+    paths = find_videos(args.paths)
     asked = {"num_frames": args.num_frames, "img_size": args.img_size, "sampling": args.sampling,
              "sampling_rate": args.sampling_rate}
     tasks = parse_adapters(args.adapter)
@@ -163,12 +184,32 @@ def run(args: argparse.Namespace) -> int:
     clip, warnings = clip_settings(recorded, asked)
     for w in warnings:
         warn(f"{source}: {w}")
+    unnamed = ([source] if not getattr(model, "class_names", None) else []) if tasks is None else \
+        [tasks[t] for t in model.tasks if not model.task(t).class_names]
+    for folder in unnamed:
+        warn(f"{folder}: the adapter records no class names (its training list had no classes.txt beside it): "
+             "classes are shown by number")
     results = (predict_videos(model, paths, args.clips, args.crops, clip, args.top) if tasks is None else
                predict_tasks(model, paths, args.clips, args.crops, clip, args.top))
-    last = None
+    failed = _print_results(results, args.json)
+    if failed:
+        print(f"aptune: error: {failed} of {len(paths)} videos could not be decoded (each named above)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_results(results, as_json: bool) -> int:
+    """Print each result as it comes (text or JSON Lines); returns how many videos failed."""
+    import json
+    last, failed = None, 0
     for r in results:
-        if args.json:
-            print(json.dumps(r))
+        failed += "error" in r
+        if as_json:
+            print(json.dumps(r), flush=True)
+            continue
+        if "error" in r:
+            print(f"{r['video']}: could not be decoded: {r['error']}", flush=True)
             continue
         if r["video"] != last:
             print(r["video"])
@@ -176,8 +217,8 @@ def run(args: argparse.Namespace) -> int:
         if "task" in r:
             print(f"  [{r['task']}]")
         for name, p in r["top"]:
-            print(f"  {p:7.2%}  {name}")
-    return 0
+            print(f"  {p:7.2%}  {name}", flush=True)
+    return failed
 
 
 def _warn_sampling(mt) -> None:
