@@ -106,8 +106,9 @@ def test_a_wrong_data_root_fails_at_once_and_writes_nothing(tmp_path, capsys, mo
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory):
     """An APT adapter over a tiny backbone file, with class names (no training: its head is as built)."""
-    import aptune
     from safetensors.torch import save_file
+
+    import aptune
     tmp = tmp_path_factory.mktemp("adapter")
     torch.manual_seed(0)
     save_file(aptune.create_model("tiny").state_dict(), str(tmp / "backbone.safetensors"))

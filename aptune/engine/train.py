@@ -33,6 +33,7 @@ from .build import build_datasets, build_model
 from .evaluate import evaluate_clips, run_test_protocol, summary
 from .logging import MetricsLogger
 from .optim import build_optimizer, lr_at, scaled_lr, set_lr
+from .resume import check_resume_classes
 from .runtime import Runtime
 from .state import (
     latest_checkpoint,
@@ -141,7 +142,7 @@ class Trainer:
         changes = self._check_resume_config(found[1]) if found is not None else []
         self._setup_data()
         if found is not None:
-            self._check_resume_classes(found[1])
+            check_resume_classes(self.run_dir, found[1], self.num_classes, self.class_names)
         if self.rt.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._clean_stale_temp_files()
@@ -191,32 +192,6 @@ class Trainer:
         if changed and self.rt.is_main:
             print("aptune: resume changes " + "; ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in changed))
         return changed
-
-    def _check_resume_classes(self, payload: dict) -> None:
-        """Refuse a resume whose classes (count or names) are not the ones the run was trained on, e.g.
-        after `aptune prepare` was re-run with a new class folder."""
-        stored = payload.get("classes")
-        if stored is None:          # a snapshot from before classes were recorded: the head's rows
-            heads = [t for k, t in payload["model"].items() if k.endswith("head.weight")]
-            stored = {"num_classes": heads[0].shape[0] if heads else self.num_classes, "names": None}
-        old_n, old_names = stored["num_classes"], stored["names"]
-        names = self.class_names
-        if old_n == self.num_classes and (old_names is None or names is None or list(old_names) == list(names)):
-            return
-
-        def show(n, nm):
-            return f"{n} classes" + (f" ({', '.join(nm[:6])}{', ...' if len(nm) > 6 else ''})" if nm else "")
-        diff = ""
-        if old_names and names:
-            added = [c for c in names if c not in old_names]
-            gone = [c for c in old_names if c not in names]
-            diff = "; ".join(x for x in (f"new: {', '.join(added[:5])}" if added else "",
-                                         f"gone: {', '.join(gone[:5])}" if gone else "") if x) or "same names, reordered"
-            diff = f" [{diff}]"
-        raise ConfigError(f"resume: {self.run_dir} was trained on {show(old_n, old_names)}; the training data now "
-                          f"has {show(self.num_classes, names)}{diff}. A resume cannot change the classes (the head "
-                          "and its labels would no longer match): restore the old list and classes.txt, or start a "
-                          "new run in another output.dir")
 
     def _clean_stale_temp_files(self) -> None:
         """Half-written snapshots of a killed run (atomic writes leave `.step_*.pt.*.tmp`)."""
