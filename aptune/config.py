@@ -54,6 +54,7 @@ class ModelConfig:
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
     layout: str | None = None          # token layout: frames | joint; None: the backbone's (image ViTs: frames)
+    random_init: bool = False          # without a checkpoint: train on a random backbone (asked for explicitly)
 
 
 @dataclass
@@ -268,8 +269,9 @@ class Config:
             lists.insert(0, ("data.train_list", d.train_list))
         for key, p in lists:
             if check_files and p and not Path(p).is_file():
-                bad(key, f"list file {p} is a directory" if Path(p).is_dir() else f"list file not found: {p}")
-        if check_files and self.model.checkpoint:
+                bad(key, f"list file {p} is a directory" if Path(p).is_dir() else
+                    f"list file not found: {p}{relative_note(p)}")
+        if check_files and self.model.checkpoint and self.model.checkpoint != "embedded":
             try:                          # a local path, else a Hub id fetched into its cache now
                 resolve(self.model.checkpoint)
             except AptuneError as e:
@@ -297,6 +299,11 @@ def loggers_of(output: OutputConfig) -> list[str]:
     if output.loggers is not None:
         return [n for n in output.loggers if n != "jsonl"]
     return ["tensorboard"] if output.tensorboard and importlib.util.find_spec("tensorboard") else []
+
+
+def relative_note(path: str) -> str:
+    """Data paths are relative to the working directory (not to the YAML file, as `_base_` is): say so."""
+    return "" if os.path.isabs(path) else f" (relative to the working directory {os.getcwd()})"
 
 
 def _check_model_and_clip(cfg: Config, bad):

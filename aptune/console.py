@@ -15,7 +15,7 @@ def warn(message: str) -> None:
     print(f"aptune: warning: {message}", file=sys.stderr, flush=True)
 
 
-def _fmt(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
         f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s")
@@ -60,9 +60,9 @@ class PlainProgress:
         elapsed = time.time() - self.t0
         done = self.n - self.start_n
         text = f"{self.desc}: {self.n}" + (f"/{self.total}" if self.total else "") + f" {self.unit}"
-        text += (f" ({100 * self.n / self.total:.0f}%)" if self.total else "") + f", {_fmt(elapsed)} elapsed"
+        text += (f" ({100 * self.n / self.total:.0f}%)" if self.total else "") + f", {format_duration(elapsed)} elapsed"
         if self.total and done > 0 and self.n < self.total:
-            text += f", ETA {_fmt(elapsed / done * (self.total - self.n))}"
+            text += f", ETA {format_duration(elapsed / done * (self.total - self.n))}"
         return text + (f", {self.postfix}" if self.postfix else "")
 
     def _print(self) -> None:

@@ -180,7 +180,7 @@ def _run_config(cfg: DemoConfig, row: DemoRow, run_dir: Path, checkpoint: str | 
     c = Config.from_dict({
         "data": {"num_frames": _num_frames(cfg), "sampling_rate": cfg.sampling_rate, "img_size": cfg.size,
                  "flip": False, "num_workers": 0, "test_clips": cfg.test_clips, "test_crops": cfg.test_crops},
-        "model": {"name": cfg.model, "checkpoint": checkpoint},
+        "model": {"name": cfg.model, "checkpoint": checkpoint, "random_init": checkpoint is None},
         "method": {"name": row.method, **row.options},
         "optim": {"lr": row.lr * 256 / cfg.batch_size, "min_lr": 0.0, "weight_decay": row.weight_decay,
                   "epochs": epochs, "warmup_epochs": min(1, epochs) if epochs > 2 else 0,

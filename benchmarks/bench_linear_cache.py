@@ -39,7 +39,8 @@ def main() -> None:
     results = {}
     for name, cache in (("uncached", False), ("cached", True)):
         cfg_path = write_video_config(
-            tmp / f"{name}.yaml", lists, tmp / name, model={"name": a.model}, method={"name": "linear"},
+            tmp / f"{name}.yaml", lists, tmp / name, model={"name": a.model, "random_init": True},
+            method={"name": "linear"},
             data={"test_list": None, "num_frames": a.frames, "img_size": a.size},
             optim={"epochs": a.epochs, "batch_size": 8, "warmup_epochs": 1},
             runtime={"cache_features": cache, "cache_views": 1, "log_every_steps": 1000})

@@ -180,3 +180,208 @@ def test_resume_after_a_class_was_added_is_refused_before_anything_is_written(tm
     assert main(["train", cfg, "--resume", "optim.epochs=2"]) == 2
     assert "new: class_x; gone: class_1" in capsys.readouterr().err
     assert snapshot(tmp_path / "run") == before
+
+
+# ---- 6. the start-up summary, a far-off clip, a random backbone, a user without a checkpoint ------------
+def run_main(*args) -> tuple[int, str, str]:
+    import contextlib
+    import io
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(args))
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    """A tiny run at 80 px (200 tokens per clip, the tiny model's own 4x32x32 clip has 32) on lists without
+    classes.txt, 2 classes, 2 epochs of 3 steps."""
+    tmp = tmp_path_factory.mktemp("summary")
+    lists = make_video_lists(tmp / "data", n_train=6, n_val=2, n_test=2)
+    (tmp / "data" / "classes.txt").unlink()
+    cfg = write_video_config(tmp / "c.yaml", lists, tmp / "run", data={"img_size": 80})
+    rc, out, err = run_main("train", cfg)
+    assert rc == 0, err
+    return {"out": out, "err": err, "lists": lists, "cfg": cfg, "run": tmp / "run"}
+
+
+def test_training_prints_a_start_up_summary_then_an_eta(plain_run):
+    import aptune
+    out, lists = plain_run["out"].splitlines(), plain_run["lists"]
+    model = aptune.create_model("tiny", num_classes=2, img_size=80, method="apt", num_prompts=4)
+    tunable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    want = [f"aptune: data      6 train videos ({lists['train']}), 2 val, 2 test; 2 classes, numbered 0..1 (no class "
+            "names)",
+            "aptune: clip      4 frames x stride 2 (dense), 80x80 px; test 2 clips x 3 crops",
+            "aptune: backbone  tiny, random init (seed 0) (made for 4x32x32 clips: 32 tokens; this run: 200)",
+            "aptune: method    apt (num_prompts=4, prompt_dropout=0.1)",
+            "aptune: device    cpu, amp off (fp32), 1 process, 0 loader workers",
+            f"aptune: tunable   {tunable:,} of {total:,} parameters ({100 * tunable / total:.2f}%)",
+            "aptune: schedule  2 epochs x 3 steps = 6 steps of 2 clips (batch 2 x accum 1 x 1 process); lr 0.00781 "
+            "(1 per 256), 1 warm-up epochs, cosine to 0"]
+    assert out[:7] == want
+    eta = [i for i, x in enumerate(out) if "steps (validation and test not counted)" in x]
+    epoch = [i for i, x in enumerate(out) if x.startswith("aptune: epoch 1 ")]
+    assert len(eta) == 1 and "3 steps in" in out[eta[0]] and "for the remaining 3 steps" in out[eta[0]]
+    assert 7 <= eta[0] < epoch[0]
+
+
+def test_a_clip_far_from_the_backbones_own_warns_before_the_first_step(plain_run):
+    from aptune.engine.summary import token_warning
+    err = plain_run["err"]
+    warned = err.index("data.num_frames=4, data.img_size=80: 200 tokens per clip, 6x more than the 32")
+    assert warned < err.index("epoch 1/2")
+    assert "data.num_frames=4 data.img_size=32 uses its own clip" in err
+    assert "196x more" in token_warning("vit-demo", 16, 224)        # 8 x 28 x 28 tokens, its own 4 x 4 x 4
+    assert token_warning("videomae-vit-b", 8, 112) is not None       # 4 x 7 x 7 = 196: 8x fewer than 1568
+    assert token_warning("videomae-vit-b", 16, 112) is None          # 392: exactly 4x fewer
+    assert token_warning("vit-demo", 4, 32) is None
+
+
+def test_no_random_backbone_unless_asked(tmp_path):
+    lists = make_video_lists(tmp_path / "data", n_train=4, n_val=0, n_test=0)
+    cfg = write_video_config(tmp_path / "c.yaml", lists, tmp_path / "run", model={"name": "vit-demo"},
+                             data={"val_list": None, "test_list": None, "sampling_rate": 4},
+                             optim={"epochs": 1})
+    rc, _, err = run_main("train", cfg)
+    assert rc == 2 and not (tmp_path / "run").exists()
+    assert "model.checkpoint is not set: vit-demo would train on a randomly initialised backbone" in err
+    assert "model.checkpoint=embedded" in err and "model.random_init=true (aptune train --random-backbone)" in err
+    rc, out, err = run_main("train", cfg, "--random-backbone")
+    assert rc == 0, err
+    assert "load it with --random-backbone in aptune eval and predict" in err    # the CLI flag, named
+    assert "aptune: backbone  vit-demo, random init (seed 0)" in out
+
+
+def test_a_folder_of_clips_trains_with_the_shipped_backbone_preset(tmp_path, monkeypatch):
+    """README's path for a user with clips and no checkpoint: prepare folder, then the vit-demo preset."""
+    from videos import make_video
+    for c in ("jump", "wave"):
+        (tmp_path / "clips" / c).mkdir(parents=True)
+        for i in range(5):
+            make_video(tmp_path / "clips" / c / f"{i}.mp4", num_frames=30)
+    monkeypatch.chdir(tmp_path)
+    preset = Path(__file__).resolve().parent.parent / "configs" / "folder" / "vit_demo_apt.yaml"
+    assert run_main("prepare", "folder", "--root", "clips", "--out", "data/folder")[0] == 0
+    rc, out, err = run_main("train", str(preset), "data.root=clips", "optim.epochs=1", "optim.batch_size=4",
+                            "data.test_clips=1", "data.test_crops=1")
+    assert rc == 0, err
+    assert "random" not in err and "tokens per clip" not in err               # its own weights and clip
+    import aptune
+    assert out.count("aptune: backbone  vit-demo, from ") == 1 and str(Path(aptune.__file__).parent / "assets" /
+                                                                          "vit-demo.pth") in out
+    meta = json.loads((tmp_path / "runs" / "folder" / "vit_demo_apt" / "adapter" / "adapter.json").read_text())
+    assert meta["class_names"] == ["jump", "wave"] and meta["backbone_weights"]["random_seed"] is None
+
+
+# ---- 7. the smaller run-side findings ---------------------------------------------------------------------
+def test_profile_counts_the_models_own_clip():
+    rows = {}
+    for extra in ([], ["--num-frames", "4", "--img-size", "32"], ["--num-frames", "16", "--img-size", "224"]):
+        rc, out, _ = run_main("profile", "--model", "vit-demo", "--methods", "linear", "--json", *extra)
+        assert rc == 0
+        rows[len(extra) and extra[1]] = json.loads(out.splitlines()[0])["gflops"]
+    assert rows[0] == rows["4"] and rows["16"] > 100 * rows["4"]
+    rc, out, _ = run_main("profile", "--model", "vit-demo", "--methods", "linear")
+    assert "one 4x32x32 view" in out
+
+
+def test_no_classes_txt_is_said_in_training_and_predict(plain_run, adapter, tmp_path):
+    assert f"no classes.txt beside {plain_run['lists']['train']}: the classes are numbered 0..1" in plain_run["err"]
+    from videos import make_video
+    make_video(tmp_path / "a.mp4", num_frames=20)
+    rc, out, err = run_main("predict", str(tmp_path / "a.mp4"), "--adapter", str(adapter / "unnamed"),
+                            "--checkpoint", str(adapter / "backbone.safetensors"))
+    assert rc == 0 and "records no class names (its training list had no classes.txt beside it)" in err
+    assert "  2" in out                                                        # classes by number, as said
+
+
+def test_top_k_is_shown_with_k_at_most_the_number_of_classes(plain_run):
+    out = plain_run["out"]
+    assert "val_top2 " in out and "val_top5" not in out                      # 2 classes
+    test = next(x for x in out.splitlines() if x.startswith("aptune: test "))
+    assert "top-2 " in test and "top-5" not in test
+
+
+def test_a_folder_named_like_a_video_is_a_directory(tmp_path):
+    lists = make_video_lists(tmp_path / "data", n_train=4, n_val=0, n_test=0)
+    (Path(lists["root"]) / "x.mp4").mkdir()
+    with open(lists["train"], "a") as f:
+        f.write("x.mp4 0\n")
+    cfg = write_video_config(tmp_path / "c.yaml", lists, tmp_path / "run", data={"val_list": None,
+                                                                                 "test_list": None})
+    rc, _, err = run_main("train", cfg, "data.skip_bad_videos=false")
+    assert rc == 2 and f"{lists['train']}:5: {lists['root']}/x.mp4 (is a directory, not a video file)" in err
+
+
+@pytest.fixture
+def finished(tmp_path):
+    """A finished tiny run: 4 videos, batch 2, 2 epochs of 2 steps (warm-up 1 epoch), a test at the end."""
+    lists = make_video_lists(tmp_path / "data", n_train=4, n_val=0, n_test=2)
+    cfg = write_video_config(tmp_path / "c.yaml", lists, tmp_path / "run", data={"val_list": None},
+                             output={"save_every_steps": 1, "keep_last": 10})
+    assert run_main("train", cfg)[0] == 0
+    return cfg, tmp_path / "run"
+
+
+def test_resuming_a_finished_run_adds_no_second_test_and_more_epochs_name_the_lr_jump(finished):
+    import math
+    cfg, run = finished
+    rc, out, err = run_main("train", cfg, "--resume")
+    assert rc == 0 and "the run is complete: nothing to train" in out and "not run again" in out
+    assert [r["step"] for r in records(run, "test")] == [4]
+    rc, out, err = run_main("train", cfg, "--resume", "optim.epochs=4")
+    assert rc == 0, err
+    new = 0.5 * (1 / 256 * 2) * (1 + math.cos(math.pi * 2 / 6))   # cosine over steps 2..8, at step 4
+    assert f"lr 0.00e+00 on the old schedule, {new:.2e} on the new one" in err
+    assert "the cosine reaches 0.00e+00 at step 8 (was 4)" in err
+    assert [r["step"] for r in records(run, "test")] == [4, 8]
+
+
+def test_ctrl_c_names_the_surviving_checkpoint_and_the_resume_command(tmp_path, monkeypatch):
+    from aptune.engine.train import Trainer
+    lists = make_video_lists(tmp_path / "data", n_train=4, n_val=0, n_test=0)
+    cfg = write_video_config(tmp_path / "c.yaml", lists, tmp_path / "run", data={"val_list": None, "test_list": None},
+                             output={"save_every_steps": 1})
+    step = Trainer.train_step
+
+    def interrupted(self, *a, **k):
+        if self.global_step == 2:
+            raise KeyboardInterrupt
+        return step(self, *a, **k)
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    rc, _, err = run_main("train", cfg)
+    run = tmp_path / "run"
+    assert rc == 130
+    assert f"interrupted; the newest checkpoint is {run / 'checkpoints' / 'step_00000002.pt'} (step 2)" in err
+    assert f"aptune train {run / 'config.yaml'} --resume" in err
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert run_main("train", str(run / "config.yaml"), "--resume")[0] == 0
+
+
+def test_loader_workers_are_capped_at_the_cpu_cores(capsys):
+    from aptune.engine.runtime import Runtime, usable_cpus
+    n = usable_cpus()
+    rt = Runtime.create(None, num_workers=n + 6)
+    assert rt.num_workers == n and rt.asked_workers == n + 6
+    assert capsys.readouterr().err == f"aptune: data.num_workers={n + 6} capped at the {n} CPU cores of this machine\n"
+    assert Runtime.create(None, num_workers=n).num_workers == n and capsys.readouterr().err == ""
+
+
+def test_a_missing_list_file_says_relative_to_what(tmp_path, monkeypatch):
+    from aptune.config import Config
+    monkeypatch.chdir(tmp_path)
+    cfg = Config.from_dict({"model": {"name": "tiny"}, "data": {"train_list": "data/train.csv", "num_frames": 4,
+                                                                "img_size": 32}})
+    with pytest.raises(ValueError, match=f"list file not found: data/train.csv \\(relative to the working "
+                                         f"directory {tmp_path}\\)"):
+        cfg.validate()
+
+
+def test_docs_cite_what_exists_and_show_the_quick_demo():
+    root = Path(__file__).resolve().parent.parent
+    assert not [p for p in (root / "configs").rglob("*.yaml") if "DESIGN.md" in p.read_text()]
+    readme = (root / "README.md").read_text()
+    assert "aptune demo --quick" in readme and "configs/folder/vit_demo_apt.yaml" in readme
+    assert "relative to the working directory" in (root / "configs" / "README.md").read_text()

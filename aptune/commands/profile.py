@@ -33,8 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated methods, each `name` or `name:opt=val,...` (repeatable); "
                         "default: every registered method (with --sweep: vpt,apt)")
     p.add_argument("--num-classes", type=int, default=101, help="classes of the head (counted as tunable)")
-    p.add_argument("--num-frames", type=int, default=16, help="frames of the one view that FLOPs are counted for")
-    p.add_argument("--img-size", type=int, default=224, help="height = width of that view")
+    p.add_argument("--num-frames", type=int, default=None,
+                   help="frames of the one view that FLOPs are counted for (default: the model's own clip, "
+                        "e.g. 16 for videomae-vit-b, 4 for vit-demo)")
+    p.add_argument("--img-size", type=int, default=None, help="height = width of that view (default: the model's own)")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.OPT=VAL",
                    help="override one method option, e.g. apt.num_prompts=400 (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON Lines instead of a table")
@@ -102,6 +104,26 @@ def apply_sets(specs, sets: list[str]) -> None:
             sp.options[opt.strip()] = _value(val.strip())
 
 
+def own_clip(model: str, num_frames: int | None, img_size: int | None) -> tuple[int, int]:
+    """The clip to count: what was asked, else the model's own (a zoo config, or the config a checkpoint
+    folder or file states)."""
+    from ..models.checkpoints import read_checkpoint
+    from ..models.zoo import ZOO, get_config
+    if num_frames is None or img_size is None:
+        own = get_config(model) if model in ZOO else read_checkpoint(model).config
+        num_frames = num_frames or getattr(own, "num_frames", 16)
+        img_size = img_size or getattr(own, "img_size", 224)
+    return num_frames, img_size
+
+
+def _check_sizes(args: argparse.Namespace) -> None:
+    """Positive sizes; the clip defaults to the model's own."""
+    for name in ("num_classes", "num_frames", "img_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    args.num_frames, args.img_size = own_clip(args.model, args.num_frames, args.img_size)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..api import resolve_layout
     from ..io import write_json
@@ -109,9 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.zoo import ZOO, get_config
     from ..profiling.report import MethodSpec, format_sweep_table, format_table, plot_sweep, profile, sweep
 
-    for name in ("num_classes", "num_frames", "img_size"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    _check_sizes(args)
     model, layout = args.model, None          # a path (a Hugging Face folder) goes to create_model as it is
     if args.model in ZOO or args.layout is not None:
         config, layout = resolve_layout(get_config(args.model), args.layout)

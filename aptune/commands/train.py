@@ -1,9 +1,13 @@
-"""`aptune train CONFIG [section.key=value ...] [--resume]`"""
+"""`aptune train CONFIG [section.key=value ...] [--resume]`
+
+Ctrl-C stops the run (exit 130) and says which checkpoint survived and how to resume from it.
+"""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
 
 HELP = "fine-tune a model as configured by a YAML file (torchrun-aware; resumable)"
 
@@ -16,6 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest loadable checkpoint in output.dir (error if none)")
     p.add_argument("--output", metavar="DIR", help="run folder (same as output.dir=DIR)")
+    p.add_argument("--random-backbone", action="store_true",
+                   help="train on a randomly initialised backbone when model.checkpoint is not set (same as "
+                        "model.random_init=true); without it such a run is refused, so that no long run starts on "
+                        "random weights by accident")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,12 +37,30 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(item)
     if args.output:
         overrides.append(f"output.dir={args.output}")
+    if args.random_backbone:
+        overrides.append("model.random_init=true")
     cfg = load_config(args.config, overrides)
     try:
         out = train(cfg, resume=resume)
     except NonFiniteLossError as e:
         print(f"aptune: error: {e}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"aptune: interrupted; {interrupted_note(Path(cfg.output.dir))}", file=sys.stderr)
+        return 130
     if os.environ.get("RANK", "0") == "0":
         print(f"aptune: run folder {out['run_dir']}; adapter {out['adapter_dir']}")
     return 0
+
+
+def interrupted_note(run_dir: Path) -> str:
+    """Which checkpoint survived an interrupted run, and the command that resumes from it (the newest
+    snapshot's name: snapshots are written atomically, so a listed one is complete)."""
+    from ..engine.state import CKPT_RE, list_checkpoints
+    snaps = list_checkpoints(run_dir / "checkpoints")
+    if not snaps:
+        return f"no checkpoint was written yet in {run_dir}: a new run starts from step 0"
+    step = int(CKPT_RE.match(snaps[-1].name).group(1))
+    return (f"the newest checkpoint is {snaps[-1]} (step {step}); the steps after it are lost. Resume: "
+            f"aptune train {run_dir / 'config.yaml'} --resume")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..config import relative_note
 from ..console import warn
 from ..data.datasets import BadVideo
 from ..errors import DataError
@@ -77,13 +78,6 @@ class BadVideoLog:
                            encoding="utf-8")
 
 
-def relative_note(path: str | None) -> str:
-    """' (relative to the working directory X)' for a relative path, '' otherwise."""
-    if path and not os.path.isabs(path):
-        return f" (relative to the working directory {os.getcwd()})"
-    return ""
-
-
 def check_listed_videos(sets: dict, data_cfg, log: BadVideoLog) -> None:
     """Before any work: the listed videos that are missing, empty or directories. Strict
     (data.skip_bad_videos=false): any is an error. Skipping: more than data.max_bad_fraction of a list
@@ -101,10 +95,11 @@ def check_listed_videos(sets: dict, data_cfg, log: BadVideoLog) -> None:
                             "unreadable one")
         if n > data_cfg.max_bad_fraction * total:
             root = data_cfg.root
+            where = f"{root!r}{relative_note(root)}" if root else "not set (paths as listed, relative to the working " \
+                f"directory {os.getcwd()})"
             raise DataError(f"{n} of the {total} videos of data.{split}_list are missing or empty, more than "
                             f"data.max_bad_fraction={data_cfg.max_bad_fraction:g}: {shown}. Is data.root right? It "
-                            f"is {root!r}{relative_note(root)}. `aptune check-videos LIST --root ROOT` lists every "
-                            "unreadable video")
+                            f"is {where}. `aptune check-videos LIST --root ROOT` lists every unreadable video")
     bad = [b for split in found for b in found[split]]
     if bad and log.is_main:
         warn(f"{len(bad)} listed video(s) missing or empty, skipped (data.skip_bad_videos): "

@@ -1,9 +1,40 @@
 """What a run config builds: its datasets and its model (shared by train, eval and predict)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..config import Config
+from ..errors import ConfigError
 
 CLIP_FIELDS = ("num_frames", "img_size", "sampling", "sampling_rate")
+# backbones whose weights ship inside the package: model.checkpoint=embedded
+EMBEDDED = {"vit-demo": "vit-demo.pth", "videomae-demo": "videomae-demo.pth"}
+# test models: no pre-trained weights exist for them, a random init is what they are for
+RANDOM_MODELS = ("tiny",)
+
+
+def resolve_checkpoint(model_cfg) -> str | None:
+    """model.checkpoint as a path: `embedded` is the file shipped in aptune/assets for this model."""
+    ckpt = model_cfg.checkpoint
+    if ckpt != "embedded":
+        return ckpt
+    if model_cfg.name not in EMBEDDED:
+        raise ConfigError(f"model.checkpoint=embedded: only {', '.join(EMBEDDED)} ship their weights inside aptune, "
+                          f"not {model_cfg.name}")
+    return str(Path(__file__).resolve().parent.parent / "assets" / EMBEDDED[model_cfg.name])
+
+
+def check_backbone_source(model_cfg) -> None:
+    """No long run starts on a random backbone by accident: without model.checkpoint, a backbone that
+    is not a test model needs model.random_init=true (`aptune train --random-backbone`)."""
+    m = model_cfg
+    if m.checkpoint is not None or m.random_init or m.name.startswith(RANDOM_MODELS):
+        return
+    give = ("model.checkpoint=embedded (the weights shipped with aptune)" if m.name in EMBEDDED else
+            "model.checkpoint=FILE (e.g. the official VideoMAE checkpoint a preset names)")
+    raise ConfigError(f"model.checkpoint is not set: {m.name} would train on a randomly initialised backbone, "
+                      f"which an adapter cannot make up for. Give {give}, or ask for a random backbone with "
+                      "model.random_init=true (aptune train --random-backbone)")
 
 
 def use_adapter_clip(cfg: Config, clip: dict | None, explicit: set[str]) -> list[str]:
@@ -56,6 +87,6 @@ def build_model(cfg: Config, num_classes: int, checkpoint: str | bool | None = T
     from ..api import create_model
     m = cfg.model
     return create_model(m.name, num_classes=num_classes, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
-                        checkpoint=m.checkpoint if checkpoint is True else checkpoint, method=cfg.method.name,
+                        checkpoint=resolve_checkpoint(m) if checkpoint is True else checkpoint, method=cfg.method.name,
                         drop_path_rate=m.drop_path_rate, head_dropout=m.head_dropout, layout=m.layout,
                         **cfg.method.options)

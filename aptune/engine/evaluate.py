@@ -185,7 +185,10 @@ def run_test_protocol(model, dataset, rt: Runtime, out_dir: str | os.PathLike, b
 
 
 def summary(m: dict) -> str:
-    return (f"video top-1 {m['video_top1']:.2f}  top-5 {m['video_top5']:.2f}  |  clip top-1 {m['clip_top1']:.2f}"
-            f"  top-5 {m['clip_top5']:.2f}  ({m['num_videos']} videos, {m['num_views']} views)")
+    """One line of the test metrics; top-k with k = min(5, classes) (the "*_top5" values are top-k)."""
+    k = min(5, len(m["confusion"]))
+    return (f"video top-1 {m['video_top1']:.2f}  top-{k} {m['video_top5']:.2f}  |  clip top-1 {m['clip_top1']:.2f}"
+            f"  top-{k} {m['clip_top5']:.2f}  ({m['num_videos']} videos, {m['num_views']} views)"
+            + (f"; {m['skipped_videos']} left out (could not be decoded)" if m.get("skipped_videos") else ""))
 
 

@@ -1,12 +1,18 @@
-"""What a resume may not change besides the config (config.resume_changes): the classes.
+"""What a resume may not change besides the config (config.resume_changes), and what it must say.
 
-Checked before anything is written: a refused resume leaves the run folder as it was.
+The classes: checked before anything is written, so a refused resume leaves the run folder as it was.
+The learning-rate schedule: a resume with other optim.epochs / warmup_epochs / lr / min_lr follows the
+new schedule from the step it resumes at; the jump is named (old and new lr at that step, where the
+cosine now ends) rather than refused, because extending a finished run is a common, deliberate wish,
+and keeping the old schedule would train the added epochs at min_lr (0 in the presets): no training.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import Config
 from ..errors import ConfigError
+from .optim import lr_at, scaled_lr
 
 
 def _show(n: int, names) -> str:
@@ -35,3 +41,18 @@ def check_resume_classes(run_dir: Path, payload: dict, num_classes: int, names: 
                       f"{_show(num_classes, names)}{diff}. A resume cannot change the classes (the head and its "
                       "labels would no longer match): restore the old list and classes.txt, or start a new run in "
                       "another output.dir")
+
+
+def schedule_change(stored: Config, steps_per_epoch: int, world_size: int, step: int, new: tuple) -> str | None:
+    """A line naming the lr jump at `step` when the schedule `new` (total_steps, warmup_steps, base_lr,
+    min_lr) differs from the one `stored` (the snapshot's config) implies; None when it is the same."""
+    o = stored.optim
+    old = (o.epochs * steps_per_epoch, round(o.warmup_epochs * steps_per_epoch),
+           scaled_lr(o.lr, o.batch_size, o.accum_steps, world_size),
+           scaled_lr(o.min_lr, o.batch_size, o.accum_steps, world_size))
+    if tuple(old) == tuple(new):
+        return None
+    a, b = lr_at(step, *old), lr_at(step, *new)
+    return (f"resume: the learning-rate schedule changes at step {step}: lr {a:.2e} on the old schedule, {b:.2e} on "
+            f"the new one; warm-up ends at step {new[1]} (was {old[1]}), the cosine reaches {new[3]:.2e} at step "
+            f"{new[0]} (was {old[0]})")

@@ -13,6 +13,7 @@ union of the ranks' batches at a step equals the single-process batch of the sam
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -29,11 +30,11 @@ from ..errors import CheckpointError, ConfigError, DataError, MissingFileError
 from ..model_card import invocation, test_summary
 from . import distributed as D
 from .bad_videos import BadVideoLog, check_listed_videos, stop_message
-from .build import build_datasets, build_model
+from .build import build_datasets, build_model, check_backbone_source, resolve_checkpoint
 from .evaluate import evaluate_clips, run_test_protocol, summary
-from .logging import MetricsLogger
+from .logging import MetricsLogger, read_metrics
 from .optim import build_optimizer, lr_at, scaled_lr, set_lr
-from .resume import check_resume_classes
+from .resume import check_resume_classes, schedule_change
 from .runtime import Runtime
 from .state import (
     latest_checkpoint,
@@ -45,6 +46,7 @@ from .state import (
     save_checkpoint,
     set_rng_state,
 )
+from .summary import eta_line, print_summary
 
 KILL_ENV = "APTUNE_TEST_KILL_AT_STEP"   # tests: os._exit(1) right after this optimizer step
 
@@ -102,6 +104,7 @@ def train(cfg: Config, datasets: dict | None = None, resume: bool | str = False)
     """
     world_env = int(os.environ.get("WORLD_SIZE", "1"))
     cfg.validate(world_size=world_env, need_train=datasets is None)
+    check_backbone_source(cfg.model)
     if cfg.optim.total_batch is not None:
         cfg.optim.batch_size = cfg.optim.total_batch // (world_env * cfg.optim.accum_steps)
     from .runtime import resolve_device
@@ -120,6 +123,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.global_step, self.best, self.start_epoch, self.start_step = 0, -1.0, 0, 0
         self.val_metrics: dict = {}
+        self.was_complete = False               # resumed from the last step: the test may have run already
         self.epoch_sums = torch.zeros(4, dtype=torch.float64)
         self.bad = BadVideoLog(rt.is_main, note="skipped (data.skip_bad_videos)")
 
@@ -129,6 +133,8 @@ class Trainer:
             self.resume(*found)
         else:
             torch.manual_seed(self.cfg.runtime.seed + self.rt.rank)   # per-rank dropout / drop-path streams
+        print_summary(self)
+        self.t_start, self.step_start = time.time(), self.global_step
         for epoch in range(self.start_epoch, self.cfg.optim.epochs):
             self.train_epoch(epoch)
         return self.finish()
@@ -183,6 +189,9 @@ class Trainer:
         return the other changes, which apply and are logged."""
         from ..config import Config, resume_changes
         stored = Config.from_dict(payload["config"], source=f"{self.run_dir}/checkpoints")
+        if "random_init" not in payload["config"].get("model", {}):    # a snapshot from before the field
+            stored.model.random_init = self.cfg.model.random_init
+        self.stored_cfg = stored
         refused, changed = resume_changes(stored, self.cfg)
         if refused:
             own = self.run_dir / "config.yaml"
@@ -226,14 +235,15 @@ class Trainer:
         cfg, rt, r = self.cfg, self.rt, self.cfg.runtime
         if cfg.model.checkpoint is None and rt.is_main:
             warn(f"model.checkpoint is not set: the backbone is randomly initialised (seed {r.seed}); its adapter "
-                 "is only meaningful on this same random backbone (load it with allow_random_backbone=True)")
+                 "is only meaningful on this same random backbone (load it with --random-backbone in aptune eval and "
+                 "predict, allow_random_backbone=True in Python)")
         torch.manual_seed(r.seed)                       # same initial weights on every rank
         self.model = build_model(cfg, self.num_classes).to(rt.device)
         d = cfg.data
         self.clip = clip_record(self.model, d.sampling, d.sampling_rate, d.num_frames, d.img_size)
         if not self.model.tuning.method.full_state:     # what the adapter needs under it, hashed once
             seed = None if cfg.model.checkpoint else r.seed
-            self.model.backbone_record = backbone_record(self.model, cfg.model.checkpoint, seed)
+            self.model.backbone_record = backbone_record(self.model, resolve_checkpoint(cfg.model), seed)
         self.model.grad_checkpointing = r.grad_checkpointing
         self.eval_bs = cfg.eval.batch_size or cfg.optim.batch_size
         self.net, self.fit_set, self.val_fit = self.model, self.train_set, self.val_set
@@ -308,8 +318,14 @@ class Trainer:
             self.epoch_sums = torch.tensor(payload["epoch_sums"], dtype=torch.float64)
         set_rng_state(payload["rng"][self.rt.rank])
         self.logger.truncate_after(self.global_step)
+        self.was_complete = self.global_step >= self.total_steps
         if self.rt.is_main:
-            print(f"aptune: resumed from {path} (epoch {self.start_epoch}, step {self.global_step})")
+            print(f"aptune: resumed from {path} (epoch {self.start_epoch}, step {self.global_step})"
+                  + ("; the run is complete: nothing to train" if self.was_complete else ""))
+            jump = schedule_change(self.stored_cfg, self.steps_per_epoch, self.rt.world_size, self.global_step,
+                                   (self.total_steps, self.warmup_steps, self.base_lr, self.min_lr))
+            if jump:
+                warn(jump)
 
     # ---- one epoch -----------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> None:
@@ -341,8 +357,15 @@ class Trainer:
                 self.save_checkpoint(epoch, step_in_epoch + 1)
             if kill_at and self.global_step == kill_at:
                 os._exit(1)
+            self._eta_once()
         bar.close()
         self.end_epoch(epoch, time.time() - t_epoch)
+
+    def _eta_once(self) -> None:
+        """After the first (up to) 10 steps of this process: one line with the time the rest takes."""
+        done = self.global_step - self.step_start
+        if done == min(10, self.steps_per_epoch) and self.global_step < self.total_steps and self.rt.is_main:
+            print(eta_line(done, time.time() - self.t_start, self.total_steps - self.global_step))
 
     def train_step(self, batches, lr: float, epoch: int, step_in_epoch: int) -> torch.Tensor:
         """One optimizer step over accum_steps micro-batches; returns (loss_sum, correct, count, bad videos)
@@ -428,7 +451,8 @@ class Trainer:
             rec.update(self.evaluate())
         self.logger.log("epoch", self.global_step, **rec)
         if self.rt.is_main:
-            print("aptune: " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            topk = f"top{min(5, self.num_classes)}"     # val_top5 is top-k, k = min(5, classes)
+            print("aptune: " + "  ".join(f"{k.replace('top5', topk)} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                          for k, v in rec.items()))
         self.save_checkpoint(epoch + 1, 0)
 
@@ -473,6 +497,12 @@ class Trainer:
         return path
 
     # ---- finish --------------------------------------------------------------------------------
+    def _earlier_test(self) -> dict | None:
+        """The test a completed run already recorded at its last step (eval/metrics.json), if any."""
+        report = self.run_dir / "eval" / "metrics.json"
+        done = any(r["kind"] == "test" and r["step"] == self.global_step for r in read_metrics(self.run_dir))
+        return json.loads(report.read_text()) if done and report.is_file() else None
+
     def finish(self) -> dict:
         """The final adapter, the multi-view test, and the run's summary."""
         adapter_dir = self.run_dir / "adapter"
@@ -482,8 +512,11 @@ class Trainer:
                                    "training": self.training_record()})
             if self.val_fit is None:
                 self.save_best()
-        test = None
-        if self.test_set is not None and self.cfg.eval.test_at_end:
+        test = self._earlier_test() if self.was_complete else None
+        if test is not None:
+            if self.rt.is_main:
+                print("aptune: test (of the completed run, not run again) " + summary(test))
+        elif self.test_set is not None and self.cfg.eval.test_at_end:
             test = run_test_protocol(self.model, self.test_set, self.rt, self.run_dir / "eval", 1, self.class_names,
                                      bad_log=self.bad)
             self.logger.log("test", self.global_step, **{k: v for k, v in test.items() if k not in
