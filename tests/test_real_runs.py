@@ -67,6 +67,13 @@ def test_bad_video_mid_run_is_skipped_named_once_counted_and_listed(tmp_path, ba
     report = json.loads((run / "eval" / "metrics.json").read_text())
     assert report["num_videos"] == 2 and report["skipped_videos"] == 1
     assert report["bad_videos"][0]["where"] == f"{lists['test']}:3"
+    # aptune eval: the same report, the video named once, the count said
+    assert main(["eval", cfg, "--adapter", str(run / "adapter"), "--random-backbone", "--out",
+                 str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr()
+    assert len([x for x in out.err.splitlines() if f"bad video {lists['test']}:3: " in x]) == 1
+    assert "left out 1 of 3 videos that could not be decoded" in out.out and "1 left out" in out.out
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["bad_videos"] == report["bad_videos"]
 
 
 def test_strict_stop_saves_the_last_step_and_the_resume_matches_a_skipping_run(tmp_path, bad_middle, capsys):
