@@ -31,7 +31,7 @@ def check_backbone_source(model_cfg) -> None:
     if m.checkpoint is not None or m.random_init or m.name.startswith(RANDOM_MODELS):
         return
     give = ("model.checkpoint=embedded (the weights shipped with aptune)" if m.name in EMBEDDED else
-            "model.checkpoint=FILE (e.g. the official VideoMAE checkpoint a preset names)")
+            "model.checkpoint=FILE or a Hub id (configs/README.md names each preset's, e.g. MCG-NJU/videomae-base)")
     raise ConfigError(f"model.checkpoint is not set: {m.name} would train on a randomly initialised backbone, "
                       f"which an adapter cannot make up for. Give {give}, or ask for a random backbone with "
                       "model.random_init=true (aptune train --random-backbone)")

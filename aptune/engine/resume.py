@@ -45,14 +45,13 @@ def check_resume_classes(run_dir: Path, payload: dict, num_classes: int, names: 
 
 def schedule_change(stored: Config, steps_per_epoch: int, world_size: int, step: int, new: tuple) -> str | None:
     """A line naming the lr jump at `step` when the schedule `new` (total_steps, warmup_steps, base_lr,
-    min_lr) differs from the one `stored` (the snapshot's config) implies; None when it is the same."""
+    min_lr, warmup_lr) differs from the one `stored` (the snapshot's config) implies; None when the same."""
     o = stored.optim
     old = (o.epochs * steps_per_epoch, round(o.warmup_epochs * steps_per_epoch),
-           scaled_lr(o.lr, o.batch_size, o.accum_steps, world_size),
-           scaled_lr(o.min_lr, o.batch_size, o.accum_steps, world_size))
+           *(scaled_lr(v, o.batch_size, o.accum_steps, world_size) for v in (o.lr, o.min_lr, o.warmup_lr)))
     if tuple(old) == tuple(new):
         return None
-    a, b = lr_at(step, *old), lr_at(step, *new)
+    a, b = (lr_at(step, *s[:4], warmup_lr=s[4]) for s in (old, new))
     return (f"resume: the learning-rate schedule changes at step {step}: lr {a:.2e} on the old schedule, {b:.2e} on "
             f"the new one; warm-up ends at step {new[1]} (was {old[1]}), the cosine reaches {new[3]:.2e} at step "
             f"{new[0]} (was {old[0]})")

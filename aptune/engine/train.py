@@ -323,7 +323,7 @@ class Trainer:
             print(f"aptune: resumed from {path} (epoch {self.start_epoch}, step {self.global_step})"
                   + ("; the run is complete: nothing to train" if self.was_complete else ""))
             jump = schedule_change(self.stored_cfg, self.steps_per_epoch, self.rt.world_size, self.global_step,
-                                   (self.total_steps, self.warmup_steps, self.base_lr, self.min_lr))
+                                   (self.total_steps, self.warmup_steps, self.base_lr, self.min_lr, self.warmup_lr))
             if jump:
                 warn(jump)
 
