@@ -435,8 +435,15 @@ def _coerce(v: Any, typ: str, source: str, key: str) -> Any:
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise MissingFileError(f"config file not found: {path}")
+    raw = path.read_bytes()
     try:
-        d = yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not a text file: byte {e.start} (0x{raw[e.start]:02x}) "
+                          "is not UTF-8") from None
+    try:
+        d = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

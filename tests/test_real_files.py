@@ -286,3 +286,30 @@ def test_adapter_class_names_must_match_the_head(adapter_dir):
     (adapter_dir / "adapter.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"adapter.json: 4 class_names for a head of 3 classes"):
         aptune.load_adapter(adapter_dir, allow_random_backbone=True)
+
+
+# ------------------------------------------------------------------ found by benchmarks/fuzz_inputs.py
+def test_checkpoint_zip_with_damaged_directory_is_a_one_line_error(tmp_path, capsys):
+    import aptune
+    path = tmp_path / "step_00000001.pt"
+    torch.save({"model": aptune.create_model("tiny", num_classes=2).state_dict()}, path)
+    data = path.read_bytes()
+    at = data.index(b"PK\x01\x02")                    # first central-directory record; the end record stays
+    path.write_bytes(data[:at] + b"PK\x01\x03" + data[at + 4:])
+    rc, out, err = cli(capsys, "inspect-checkpoint", path)
+    assert rc == 2 and err.startswith(f"aptune: error: {path}: not a readable PyTorch checkpoint"), err
+
+
+def test_hf_folder_config_not_utf8_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_bytes(b'{"model_type": "videomae", "x": "\xe9"}')
+    rc, out, err = cli(capsys, "inspect-checkpoint", tmp_path / "hf")
+    assert rc == 2 and err.startswith("aptune: error: ") and err.count("\n") == 1, err
+    assert "config.json: not valid JSON" in err
+
+
+def test_yaml_config_not_utf8_names_file_and_line(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_bytes(b"model:\n  name: tiny\n# caf\xe9\n")
+    rc, out, err = cli(capsys, "train", cfg)
+    assert rc == 2 and err == f"aptune: error: {cfg}:3: not a text file: byte 25 (0xe9) is not UTF-8\n"

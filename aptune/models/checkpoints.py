@@ -123,8 +123,8 @@ def _hf_weights(folder: Path) -> dict:
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
+        return json.loads(Path(path).read_bytes().decode("utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
 
 

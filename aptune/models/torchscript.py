@@ -78,18 +78,24 @@ def read_torchscript(path: str | os.PathLike) -> dict[str, torch.Tensor] | None:
     path = os.fspath(path)
     if not zipfile.is_zipfile(path):
         return None
-    with zipfile.ZipFile(path) as zf:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):        # damaged: torch.load (the caller's next try) says how
+        return None
+    with zf:
         names = zf.namelist()
         data = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if not data or not any(n.endswith("/constants.pkl") for n in names):   # a torch.save zip, not TorchScript
             return None
         prefix = data[0][:-len("/data.pkl")]
-        if f"{prefix}/byteorder" in names and zf.read(f"{prefix}/byteorder").decode().strip() != "little":
-            raise CheckpointError(f"{path}: a big-endian TorchScript archive; re-save it on a little-endian machine")
         try:
+            if f"{prefix}/byteorder" in names and zf.read(f"{prefix}/byteorder").decode().strip() != "little":
+                raise CheckpointError(f"{path}: a big-endian TorchScript archive; re-save it on a little-endian "
+                                      "machine")
             with zf.open(data[0]) as f:
                 root = _ArchiveUnpickler(f, zf, prefix, path).load()
-        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as e:
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError,
+                zipfile.BadZipFile, OSError) as e:
             if isinstance(e, CheckpointError):
                 raise
             raise CheckpointError(f"{path}: not a readable TorchScript archive ({type(e).__name__}: {e})") from None
