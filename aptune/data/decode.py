@@ -17,8 +17,9 @@ the video packets by demuxing, which reads the file but decodes nothing.
 Orientation. Frames come out upright, as ffmpeg and players show them: the display matrix a
 frame carries (phone videos: rotation 90/180/270, sometimes a mirror; FFmpeg attaches the
 stream's matrix to every decoded frame) is applied with ffmpeg's own autorotate rule
-(`upright_ops`), after the conversion to RGB. `probe` reports the upright size. Angles that
-are not a multiple of 90 degrees (ffmpeg's lossy `rotate` filter) are left as stored.
+(`upright_ops`) after the conversion to RGB; the first frame's matrix holds for the whole read.
+`probe` reports the upright size. Angles that are not a multiple of 90 degrees (ffmpeg's lossy
+`rotate` filter) are left as stored.
 
 Every failure (missing, zero bytes, not a video, undecodable, frames that cannot be
 decoded because the file is cut short) raises `BadVideoError(path, reason)`.
@@ -118,13 +119,20 @@ def upright(img: np.ndarray, ops: tuple[str, ...]) -> np.ndarray:
     return img
 
 
-def frame_rgb(frame, reformatter: VideoReformatter) -> np.ndarray:
-    """A decoded frame as an upright (H, W, 3) uint8 RGB array. The caller's `reformatter` (one per
-    decode call) converts it: `frame.to_ndarray(format=...)` would keep a converter with its own
-    threads on the frame, and reading side data ties the frame in a reference cycle, so a forked
-    DataLoader worker that garbage-collects it hangs freeing those threads."""
-    rgb = reformatter.reformat(frame, format="rgb24").to_ndarray()
-    return upright(rgb, upright_ops(display_matrix(frame)))
+class UprightRGB:
+    """Frames of one decode call -> upright (H, W, 3) uint8 RGB arrays. One converter for the call:
+    `frame.to_ndarray(format=...)` would keep a converter with its own threads on each frame. The
+    display matrix is read from the first frame (containers store one per stream): reading side data
+    ties a frame in a reference cycle that holds its buffers until the garbage collector runs, and a
+    forked DataLoader worker that collected a frame holding a converter hung freeing its threads."""
+
+    def __init__(self):
+        self.reformatter, self.ops = VideoReformatter(), None
+
+    def __call__(self, frame) -> np.ndarray:
+        if self.ops is None:
+            self.ops = upright_ops(display_matrix(frame))
+        return upright(self.reformatter.reformat(frame, format="rgb24").to_ndarray(), self.ops)
 
 
 # ------------------------------------------------------------------ open / index
@@ -157,7 +165,7 @@ def _av_open(path: str):
     try:
         return av.open(path, metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError) as e:
-        raise BadVideoError(path, f"undecodable: {_open_reason(e)}") from None
+        raise BadVideoError(path, f"undecodable: cannot open container ({_open_reason(e)})") from None
 
 
 _ANIMATED_IMAGES = ("gif", "apng")
@@ -183,8 +191,8 @@ def _open_reason(e: Exception) -> str:
     if isinstance(e, UnicodeDecodeError):
         return "metadata that is not text"
     if getattr(e, "errno", None) == errno.EIO:   # the demuxer hit the end of the file inside the header
-        return "the file ends inside its header (cut short?)"
-    return ffmpeg_reason(e) + " (a damaged header, or not a video)"
+        return "the file ends inside its header: cut short?"
+    return ffmpeg_reason(e) + ": a damaged header, or not a video"
 
 
 def _is_exact_count_format(container) -> bool:
@@ -262,7 +270,7 @@ def probe(path) -> VideoInfo:
 
 def _decode_range(container, stream, wanted: set[int], first: int, last: int, seek: bool):
     """Decode from the keyframe at/before `first` up to `last`; return {pts: frame}."""
-    got, reformatter = {}, VideoReformatter()
+    got, to_rgb = {}, UprightRGB()
     if seek:
         container.seek(first, stream=stream, backward=True, any_frame=False)
     for frame in container.decode(stream):
@@ -270,7 +278,7 @@ def _decode_range(container, stream, wanted: set[int], first: int, last: int, se
         if ts is None:
             continue
         if ts in wanted and ts not in got:
-            got[ts] = frame_rgb(frame, reformatter)  # (H, W, 3) uint8, upright
+            got[ts] = to_rgb(frame)  # (H, W, 3) uint8, upright
         if ts >= last or len(got) == len(wanted):
             break
     return got
@@ -330,8 +338,8 @@ def decode_all(path, threads: int = 0) -> torch.Tensor:
     try:
         stream.thread_type = "AUTO" if threads != 1 else "SLICE"
         stream.codec_context.thread_count = threads
-        reformatter = VideoReformatter()
-        frames = [(f.pts, frame_rgb(f, reformatter)) for f in container.decode(stream)]
+        to_rgb = UprightRGB()
+        frames = [(f.pts, to_rgb(f)) for f in container.decode(stream)]
     except av.FFmpegError as e:
         raise BadVideoError(path, f"undecodable ({ffmpeg_reason(e)})") from None
     finally:
