@@ -15,7 +15,7 @@ import os
 from ..errors import UnknownNameError
 from .common import Exported
 
-FORMATS = {"onnx": "ONNX file (onnxruntime, TensorRT, ...)", "torch": "torch.export program (.pt2)",
+FORMATS = {"onnx": "ONNX file (onnxruntime and other ONNX runtimes)", "torch": "torch.export program (.pt2)",
            "hf": "transformers VideoMAEForVideoClassification folder"}
 
 

@@ -52,10 +52,11 @@ class Answer:
 class Batcher:
     """One model thread running queued jobs as mixed forwards (module docstring)."""
 
-    def __init__(self, model, window_s: float = 0.01, max_clips: int = 32):
+    def __init__(self, model, window_s: float = 0.01, max_clips: int = 32, device: str | torch.device = "cpu"):
         if max_clips < 1 or window_s < 0:
             raise ValueError(f"max_clips must be >= 1 and window_s >= 0, got {max_clips}, {window_s}")
         self.model, self.window, self.max_clips = model, float(window_s), int(max_clips)
+        self.device = torch.device(device)                # where the model is: each batch is moved there
         self._jobs: deque[Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -126,7 +127,7 @@ class Batcher:
             job.future.set_result(answer)
 
     def _forward(self, jobs: list[Job]) -> list[Answer]:
-        video = torch.cat([job.views for job in jobs for _ in job.tasks])            # (clips, 3, T, S, S)
+        video = torch.cat([job.views for job in jobs for _ in job.tasks]).to(self.device)   # (clips, 3, T, S, S)
         names = [t for job in jobs for t in job.tasks for _ in range(job.views.shape[0])]
         t0 = time.perf_counter()
         logits: list[torch.Tensor] = []
@@ -146,7 +147,7 @@ class Batcher:
         for job in jobs:
             V, per_task = job.views.shape[0], {}
             for t in job.tasks:
-                per_task[t] = torch.stack(logits[k:k + V])                          # (V, classes)
+                per_task[t] = torch.stack(logits[k:k + V]).float().cpu()            # (V, classes)
                 k += V
             answers.append(Answer(per_task, len(jobs), len(names), took))
         return answers

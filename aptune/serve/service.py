@@ -70,7 +70,7 @@ class Service:
         if min(s.clips, s.crops, s.max_bytes, s.max_batch, s.decode_threads, s.topk) < 1 or s.window_ms < 0:
             raise ValueError(f"settings out of range: {s}")
         self.clip = recorded_clip(mt)
-        self.batcher = Batcher(mt, s.window_ms / 1000, s.max_batch)
+        self.batcher = Batcher(mt, s.window_ms / 1000, s.max_batch, next(mt.backbone.parameters()).device)
         self.decoder = ThreadPoolExecutor(s.decode_threads, thread_name_prefix="aptune-decode")
         self._tmp = tempfile.TemporaryDirectory(prefix="aptune-serve-")
         self.in_flight = 0
