@@ -40,7 +40,9 @@ Parts, in this order; one failing stops nothing (each records its error):
             base model), eager and compiled (compiled logits compared with eager).
   data      the training dataset (16x4 clips, 224 px, two views per decoded video, as the paper's
             recipe) through a DataLoader with 16 workers on generated UCF101-like files (320x240,
-            25 fps, 7 s, H.264), clips/s against the training clips/s above: which is the bottleneck.
+            25 fps, 7 s, H.264), clips/s against the training clips/s above: which is the bottleneck;
+            workers decode and crop (uint8), the GPU finishes each batch (the authors' RandAugment,
+            float, flip, normalisation), its ms per clip reported.
   torchrun  `torchrun --nproc_per_node 1 -m aptune train` against `python -m aptune train` of the
             same tiny config for 5 steps: the per-step losses in the run folders' metrics.jsonl.
 
@@ -1030,6 +1032,7 @@ def part_data(run: Run, res: dict) -> None:
     from torch.utils.data import DataLoader
 
     from aptune.data import VideoDataset
+    from aptune.data.rand_augment import AUTHORS_POLICY
     p, dev = run.plan, run.device
     w, h = p.video_wh
     t = time.perf_counter()
@@ -1040,20 +1043,26 @@ def part_data(run: Run, res: dict) -> None:
                      "mean_mib": statistics.mean(os.path.getsize(q) for q in paths) / 2**20}
     reps = -(-p.data_items // len(paths))
     entries = [(Path(q).name, k % 10) for k, q in enumerate(paths)] * reps
+    # the trainer's loader (issue 26): workers decode and crop in uint8 and draw the augmentation; the
+    # device finishes each batch (the authors' RandAugment, float, flip, normalisation) after collation
     ds = VideoDataset(entries[:p.data_items], root=run.work / "ucf_like", mode="train", num_frames=p.data_frames,
-                      sampling_rate=p.data_rate, img_size=p.data_size, num_sample=2, threads=1)
+                      sampling_rate=p.data_rate, img_size=p.data_size, num_sample=2, threads=1,
+                      rand_augment=AUTHORS_POLICY, defer_augment=True)
     loader = DataLoader(ds, batch_size=p.data_batch, num_workers=p.workers, shuffle=False,
                         pin_memory=dev.type == "cuda")
     res["loader"] = {"workers": p.workers, "batch_videos": p.data_batch, "views_per_video": 2,
-                     "clip": f"{p.data_frames}x{p.data_rate} at {p.data_size} px", "pin_memory": dev.type == "cuda"}
-    arrivals, videos = [], 0
+                     "clip": f"{p.data_frames}x{p.data_rate} at {p.data_size} px", "pin_memory": dev.type == "cuda",
+                     "rand_augment": AUTHORS_POLICY, "finished_on": dev.type}
+    arrivals, videos, device_s = [], 0, []
     t0 = time.perf_counter()
     limit = 0.8 * run.left()
-    for x, _, _ in loader:
+    for x, _, _, drawn in loader:
         videos += x.shape[0]
         arrivals.append((time.perf_counter() - t0, videos))
-        if dev.type == "cuda":
-            x.to(dev, non_blocking=True)
+        t = time.perf_counter()
+        clips = ds.augment_batch(x.to(dev, non_blocking=True), drawn)       # (B, 2, 3, T, S, S) float
+        sync(dev)
+        device_s.append((time.perf_counter() - t) / clips[:, :, 0, 0, 0, 0].numel())
         if time.perf_counter() - t0 > limit:
             break
     del loader
@@ -1065,7 +1074,8 @@ def part_data(run: Run, res: dict) -> None:
     rate = (v_b - v_a) / (t_b - t_a)
     res["loader"].update(batches=len(arrivals), videos_read=videos, seconds=arrivals[-1][0],
                          first_batch_s=arrivals[0][0], timed_from_batch=k + 1,
-                         videos_per_s=rate, clips_per_s=2 * rate)
+                         videos_per_s=rate, clips_per_s=2 * rate,
+                         device_ms_per_clip=1000 * statistics.median(device_s[k:] or device_s))
     train = run.report["parts"].get("train", {}).get("results", {}).get("items", [])
     res["against_training"] = rows = []
     for r in train:
@@ -1299,7 +1309,9 @@ def section(name: str, report: dict) -> str:
         body.append(f"{v['count']} videos {v['size']} {v['fps']} fps {v['seconds']} s ({v['codec']}; mean "
                     f"{fmt(v['mean_mib'])} MiB); {ld['workers']} workers, {ld['clip']}, {ld['views_per_video']} "
                     f"views per decoded video: **{fmt(ld['clips_per_s'])} clips/s** ({fmt(ld['videos_per_s'])} "
-                    f"videos/s over {ld['batches']} batches, timed from batch {ld['timed_from_batch']})")
+                    f"videos/s over {ld['batches']} batches, timed from batch {ld['timed_from_batch']}); RandAugment "
+                    f"{ld.get('rand_augment')}, float and normalisation on the {ld.get('finished_on')}: "
+                    f"{fmt(ld.get('device_ms_per_clip'))} ms per clip there")
         if r.get("against_training"):
             body.append(md_table(["method", "mode", "train clips/s", "loader / train", "bottleneck"],
                                  [[a["label"], a["mode"], a["train_clips_per_s"], a["loader_over_train"],

@@ -103,6 +103,7 @@ def test_smoke_parts_measured_everything(smoke):
 
     loader = res["data"]["loader"]
     assert loader["clips_per_s"] > 0 and loader["views_per_video"] == 2 and loader["workers"] == 2
+    assert loader["rand_augment"] == "rand-m4-n2-mstd0.2-inc1" and loader["device_ms_per_clip"] > 0
     assert {r["label"] for r in res["data"]["against_training"]} >= TRAIN
     assert all(r["bottleneck"] in ("data loader", "training step") for r in res["data"]["against_training"])
 

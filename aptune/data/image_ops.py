@@ -96,7 +96,9 @@ def _cubic(v1, v2, v3, v4, d):
 def affine_bicubic(x: torch.Tensor, coeffs: list[list[float]], fill: float = 128.0) -> torch.Tensor:
     """Image.transform(size, AFFINE, coeffs, BICUBIC, fillcolor=fill) per view: the output pixel centre
     (x + .5, y + .5) maps to (a x + b y + c, d x + e y + f) in the input; outside the input -> fill;
-    else 4 x 4 neighbours (indices clamped to the image) and PIL's cubic, truncated to 0..255."""
+    else 4 x 4 neighbours (indices clamped to the image) and PIL's cubic, truncated to 0..255.
+    A group whose fractional offsets are all 0 along one axis (shears, translations) reads only the
+    neighbours along the other: PIL's cubic at offset 0 returns its second value exactly."""
     N, T, C, H, W = x.shape
     dev = x.device
     a = torch.tensor(coeffs, dtype=F64, device=dev).view(N, 6, 1, 1)
@@ -107,14 +109,21 @@ def affine_bicubic(x: torch.Tensor, coeffs: list[list[float]], fill: float = 128
     inside = (xin >= 0) & (xin < W) & (yin >= 0) & (yin < H)
     xin, yin = xin - 0.5, yin - 0.5
     x0, y0 = xin.floor(), yin.floor()
-    dx, dy = (xin - x0).view(N, 1, H * W), (yin - y0).view(N, 1, H * W)
+    dx, dy = (xin - x0).view(-1, 1), (yin - y0).view(-1, 1)                  # (N*H*W, 1)
+    base = torch.arange(N, device=dev).view(N, 1, 1) * (H * W)
     cols = [(x0 + (k - 1)).clamp_(0, W - 1).long() for k in range(4)]
-    rows = [(y0 + (k - 1)).clamp_(0, H - 1).long() * W for k in range(4)]
-    src = x.reshape(N, T * C, H * W)
+    rows = [(y0 + (k - 1)).clamp_(0, H - 1).long() * W + base for k in range(4)]
+    src = x.permute(0, 3, 4, 1, 2).reshape(N * H * W, T * C)                 # one row of T*C values per pixel
+    fill_v = torch.tensor(fill, dtype=F64, device=dev)
+    out = torch.empty(N * H * W, T * C, dtype=x.dtype, device=dev)
+    use_x, use_y = bool(dx.any()), bool(dy.any())
+    step = N * H * W if dev.type == "cuda" else 1024                         # CPU: chunks that stay in cache
+    for s in range(0, N * H * W, step):
+        part = slice(s, s + step)
 
-    def tap(r, c):                                                           # (N, T*C, H*W) float64
-        return src.gather(2, (r + c).view(N, 1, H * W).expand(N, T * C, H * W)).to(F64)
-    per_row = [_cubic(*(tap(r, c) for c in cols), dx) for r in rows]
-    v = _cubic(*per_row, dy).clamp_(0, 255).trunc_()
-    out = torch.where(inside.view(N, 1, H * W), v, torch.tensor(fill, dtype=F64, device=dev))
-    return out.to(x.dtype).view(N, T, C, H, W)
+        def along_x(r):                                                      # (rows, T*C) float64
+            taps = [src[(r.view(-1)[part] + c.view(-1)[part])] for c in (cols if use_x else cols[1:2])]
+            return _cubic(*(t.to(F64) for t in taps), dx[part]) if use_x else taps[0].to(F64)
+        v = _cubic(*(along_x(r) for r in rows), dy[part]) if use_y else along_x(rows[1])
+        out[part] = torch.where(inside.view(-1, 1)[part], v.clamp_(0, 255).trunc_(), fill_v)
+    return out.view(N, H, W, T, C).permute(0, 3, 4, 1, 2)
