@@ -110,3 +110,4 @@ def test_folder_layout_kept_and_bad_plans_refused(tmp_path):
     (tmp_path / "abs.csv").write_text(f"{tmp_path / 'f' / 'jump' / 'a.avi'} 0\n")
     with pytest.raises(DataError, match=r"abs\.csv:1: .*--root"):
         plan([str(tmp_path / "abs.csv")], tmp_path / "o")
+

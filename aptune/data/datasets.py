@@ -257,9 +257,11 @@ class VideoDataset(Dataset):
         if self.mode == "train":
             order = [pos[i] for i in clips[0]]
             video = frames if order == list(range(len(frames))) else frames[order]  # (T, H, W, 3)
-            views = [train_view(video, self.train_cfg, self.rng(index, k)) for k in range(self.num_sample)]
-            x, drawn = (views[0] if self.num_sample == 1 else
-                        (torch.stack([v for v, _ in views]), torch.stack([d for _, d in views])))
+            S, ns = self.img_size, self.num_sample
+            x = torch.empty(ns, video.shape[0], S, S, 3, dtype=torch.uint8)      # the views, written in place
+            drawn = torch.stack([train_view(video, self.train_cfg, self.rng(index, k), x[k])[1] for k in range(ns)])
+            if ns == 1:
+                x, drawn = x[0], drawn[0]
             if self.defer_augment:
                 return x, label, index, drawn
             return self.augment_batch(x, drawn), label, index

@@ -269,18 +269,26 @@ def probe(path) -> VideoInfo:
 
 
 def _decode_range(container, stream, wanted: set[int], first: int, last: int, seek: bool):
-    """Decode from the keyframe at/before `first` up to `last`; return {pts: frame}."""
-    got, to_rgb = {}, UprightRGB()
+    """Decode from the keyframe at/before `first` up to `last`; return {pts: frame}. A frame nobody
+    wants and no other frame refers to (most B-frames) is not decoded at all: FFmpeg's skip_frame is
+    set per packet, NONREF unless the packet's pts is wanted (decode order = packet order, and a
+    skipped frame is no other frame's reference, so every frame decoded is bit for bit the same)."""
+    got, to_rgb, ctx = {}, UprightRGB(), stream.codec_context
     if seek:
         container.seek(first, stream=stream, backward=True, any_frame=False)
-    for frame in container.decode(stream):
-        ts = frame.pts
-        if ts is None:
-            continue
-        if ts in wanted and ts not in got:
-            got[ts] = to_rgb(frame)  # (H, W, 3) uint8, upright
-        if ts >= last or len(got) == len(wanted):
-            break
+    try:
+        for packet in container.demux(stream):
+            ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
+            for frame in packet.decode():
+                ts = frame.pts
+                if ts is None:
+                    continue
+                if ts in wanted and ts not in got:
+                    got[ts] = to_rgb(frame)  # (H, W, 3) uint8, upright
+                if ts >= last or len(got) == len(wanted):
+                    return got
+    finally:
+        ctx.skip_frame = "DEFAULT"
     return got
 
 

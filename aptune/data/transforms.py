@@ -68,16 +68,19 @@ def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
     return size, int(size * width / height)
 
 
-def resize_uint8(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def resize_uint8(video: torch.Tensor, height: int, width: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """Bilinear resize (half-pixel centres, no antialiasing, like OpenCV's INTER_LINEAR) of
     uint8 (T, H, W, 3) -> (T, height, width, 3), rounded to uint8; unchanged if the size
-    already matches."""
+    already matches. `out`: a contiguous (T, height, width, 3) uint8 tensor to write into."""
     if tuple(video.shape[1:3]) == (height, width):
-        return video
-    x = video.permute(0, 3, 1, 2)  # (T, 3, H, W), channels-last in memory
-    x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(height, width),
-                      mode="bilinear", align_corners=False, antialias=False)
-    return x.permute(0, 2, 3, 1).contiguous()  # (T, h, w, 3)
+        return video if out is None else out.copy_(video)
+    x = video.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)  # (T, 3, H, W)
+    if out is None:
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
+        return x.permute(0, 2, 3, 1).contiguous()  # (T, h, w, 3)
+    # the same kernel as F.interpolate above, writing into `out` (channels-last, so no copy after)
+    torch.ops.aten.upsample_bilinear2d.out(x, [height, width], False, None, None, out=out.permute(0, 3, 1, 2))
+    return out
 
 
 def random_resized_crop_box(height: int, width: int, scale, ratio, rng: random.Random):
@@ -122,13 +125,13 @@ def draw_view(height: int, width: int, cfg: TrainTransformConfig, rng: random.Ra
     return box, [flip, *(cfg.ra.draw(rng) if cfg.ra is not None else [])]
 
 
-def train_view(video: torch.Tensor, cfg: TrainTransformConfig, rng: random.Random):
+def train_view(video: torch.Tensor, cfg: TrainTransformConfig, rng: random.Random, out: torch.Tensor | None = None):
     """The loader's half of a training view: uint8 (T, H, W, 3) -> (uint8 (T, S, S, 3) random resized
-    crop, float64 (cfg.width,) drawn row for `augment_batch`)."""
+    crop (written into `out` when given), float64 (cfg.width,) drawn row for `augment_batch`)."""
     if cfg.short_side:
         video = resize_uint8(video, *short_side_size(video.shape[1], video.shape[2], cfg.short_side))
     (top, left, h, w), row = draw_view(video.shape[1], video.shape[2], cfg, rng)
-    crop = resize_uint8(video[:, top:top + h, left:left + w], cfg.img_size, cfg.img_size)
+    crop = resize_uint8(video[:, top:top + h, left:left + w], cfg.img_size, cfg.img_size, out)
     return crop, torch.tensor(row, dtype=torch.float64)
 
 
