@@ -7,9 +7,10 @@ time (time.process_time: what the loader costs in core-seconds, whatever else ru
 Each round loads the same --batch videos through every variant, round robin, so load from other
 processes hits them alike; clips per core-second = views (2 per loaded video) / CPU seconds, including
 the collation of the batch. Variants:
-  before     the per-clip pipeline on the CPU, as the loader ran before issue 26 (crop, float, flip,
-             normalise per view), no RandAugment
-  before+RA  the same with the authors' RandAugment (rand-m4-n2-mstd0.2-inc1) on the CPU
+  before     the loader as it ran before issue 26: every frame from the keyframe on decoded, then the
+             per-clip pipeline on the CPU (crop, float, flip, normalise per view), no RandAugment
+  before+RA  the same with the authors' RandAugment (rand-m4-n2-mstd0.2-inc1) on the CPU (aptune's own
+             lighter colour RandAugment of then cost 25-35%, issue 26)
   after      the trainer's loader now: decode, uint8 crops and the draws (RandAugment configured); the
              rest runs on the training device after collation (its cost is measured below)
   decord     the floor: decord (the authors' decoder) decodes the same frames, OpenCV resizes them once
@@ -35,9 +36,10 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 from torch.utils.data import default_collate
 
-from aptune.data import VideoDataset, sampling
+from aptune.data import VideoDataset, decode, sampling
 from aptune.data.rand_augment import AUTHORS_POLICY
 
 H100_BF16_TFLOPS = 989.0          # dense, no sparsity (NVIDIA H100 SXM datasheet)
@@ -86,12 +88,38 @@ def synthesise(name: str, folder: Path, n: int) -> list[str]:
 
 
 # ---- the variants --------------------------------------------------------------------------------------
+def _decode_range_before(container, stream, wanted, first, last, seek):
+    """aptune.data.decode._decode_range as it was before issue 26: every frame from the keyframe on is
+    decoded (no skipping of unwanted non-reference frames)."""
+    got, reformatter = {}, VideoReformatter()
+    if seek:
+        container.seek(first, stream=stream, backward=True, any_frame=False)
+    for frame in container.decode(stream):
+        ts = frame.pts
+        if ts is not None and ts in wanted and ts not in got:
+            got[ts] = decode.frame_rgb(frame, reformatter)
+        if ts is not None and (ts >= last or len(got) == len(wanted)):
+            break
+    return got
+
+
+class Before(VideoDataset):
+    """The loader before issue 26: the per-clip pipeline on the CPU, read with the decoder of then."""
+
+    def __getitem__(self, index):
+        now, decode._decode_range = decode._decode_range, _decode_range_before
+        try:
+            return super().__getitem__(index)
+        finally:
+            decode._decode_range = now
+
+
 def datasets(root: Path, names: list[str], kind: str, flip: bool) -> dict:
     common = dict(root=root, mode="train", num_frames=16, sampling_rate=4, img_size=224, sampling=kind,
                   flip=flip, num_sample=2, seed=0)
     entries = [(f, 0) for f in names]
-    return {"before": VideoDataset(entries, **common),
-            "before+RA": VideoDataset(entries, rand_augment=AUTHORS_POLICY, **common),
+    return {"before": Before(entries, **common),
+            "before+RA": Before(entries, rand_augment=AUTHORS_POLICY, **common),
             "after": VideoDataset(entries, rand_augment=AUTHORS_POLICY, defer_augment=True, **common)}
 
 
@@ -189,10 +217,10 @@ def print_report(results: dict, device: dict, appetite: dict) -> None:
     for dev, s in device.items():
         print(f"| {dev} | {1000 * s:.2f} |")
     print("\n| model (16x224) | GFLOPs (fvcore) | H100 clips/s at 40% bf16 | "
-          + " | ".join(f"cores: {n} before+RA / after" for n in results) + " |")
+          + " | ".join(f"cores for one H100, {n}: before / before+RA / after" for n in results) + " |")
     print("|---|---:|---:|" + "---:|" * len(results))
     for label, (gmacs, need) in appetite.items():
-        cells = [f"{need / r['clips_per_core_s']['before+RA']:.0f} / {need / r['clips_per_core_s']['after']:.0f}"
+        cells = [" / ".join(f"{need / r['clips_per_core_s'][k]:.0f}" for k in ("before", "before+RA", "after"))
                  for r in results.values()]
         print(f"| {label} | {gmacs:.1f} | {need:.0f} | " + " | ".join(cells) + " |")
 

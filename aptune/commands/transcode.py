@@ -9,8 +9,8 @@ HELP = ("re-encode videos (a folder, or the videos of list files) to a short sid
         "every 16 frames, in parallel; list files are rewritten to the new files, bad videos reported and left out")
 
 EPILOG = """Why: the training loader's CPU time is decoding, which grows with the pixels per frame and
-with the frames between a seek's keyframe and the clip (Kinetics' 720p files with a keyframe every
-250 frames decode ~9x slower than at 320 px with one every 16: benchmarks/README.md).
+with the frames between a seek's keyframe and the clip (Kinetics-like 720p files with a keyframe every
+250 frames load 4.3x slower per core than after this command: benchmarks/README.md).
 
   aptune transcode data/k400/train.csv data/k400/val.csv --root data/k400/videos --out data/k400_320
   aptune train CFG data.root=data/k400_320 data.train_list=data/k400_320/train.csv ...
