@@ -36,7 +36,6 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from av.video.reformatter import VideoReformatter
 from torch.utils.data import default_collate
 
 from aptune.data import VideoDataset, decode, sampling
@@ -91,13 +90,13 @@ def synthesise(name: str, folder: Path, n: int) -> list[str]:
 def _decode_range_before(container, stream, wanted, first, last, seek):
     """aptune.data.decode._decode_range as it was before issue 26: every frame from the keyframe on is
     decoded (no skipping of unwanted non-reference frames)."""
-    got, reformatter = {}, VideoReformatter()
+    got, to_rgb = {}, decode.UprightRGB()
     if seek:
         container.seek(first, stream=stream, backward=True, any_frame=False)
     for frame in container.decode(stream):
         ts = frame.pts
         if ts is not None and ts in wanted and ts not in got:
-            got[ts] = decode.frame_rgb(frame, reformatter)
+            got[ts] = to_rgb(frame)
         if ts is not None and (ts >= last or len(got) == len(wanted)):
             break
     return got

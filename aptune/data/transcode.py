@@ -27,11 +27,10 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
 from ..console import progress as bar
 from ..errors import DataError, MissingFileError
-from .decode import BadVideoError, _open, display_matrix, frame_rgb, upright_ops
+from .decode import BadVideoError, UprightRGB, _open, display_matrix, upright_ops
 
 _TURNS = ("clock", "cclock", "clock_flip", "cclock_flip")      # upright steps that swap width and height
 
@@ -70,7 +69,7 @@ def _encode(container, stream, out, short_side: int, x264: tuple) -> tuple[tuple
     """Decode every frame of `stream`, make it upright, scale it (swscale, bicubic) and encode it into
     `out`; the output stream is made at the first frame, when its upright size is known."""
     rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-    o, ops, n, last_pts, rgb = None, (), 0, None, VideoReformatter()
+    o, ops, n, last_pts, to_rgb = None, (), 0, None, UprightRGB()
     for frame in container.decode(stream):
         if o is None:
             ops = upright_ops(display_matrix(frame))
@@ -78,7 +77,7 @@ def _encode(container, stream, out, short_side: int, x264: tuple) -> tuple[tuple
             o = _add_stream(out, rate, stream.time_base or Fraction(1, int(rate)), output_size(w, h, short_side),
                             *x264)
         if ops:            # rotate in RGB (as decode.py does), then back to YUV at the output size
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb(frame, rgb)), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(to_rgb(frame)), format="rgb24")
         pts = frame.pts if frame.pts is not None else (0 if last_pts is None else last_pts + 1)
         pts = pts if last_pts is None or pts > last_pts else last_pts + 1     # strictly increasing
         small = frame.reformat(width=o.width, height=o.height, format="yuv420p", interpolation="BICUBIC")
