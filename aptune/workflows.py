@@ -37,6 +37,7 @@ class TrainResult:
 class EvalResult:
     metrics: dict                    # everything metrics.json holds
     out_dir: Path
+    listed: int = 0                  # videos in the list (metrics count the ones that could be decoded)
 
     @property
     def top1(self) -> float:
@@ -111,10 +112,10 @@ def evaluate(config_or_path, *, adapter=None, checkpoint=None, backbone=None, sp
     from .engine.build import build_dataset, use_adapter_clip
     from .engine.evaluate import run_test_protocol
     from .engine.runtime import Runtime, resolve_device
-    if (adapter is None) == (checkpoint is None):
+    if bool(adapter) == bool(checkpoint):
         raise ConfigError("evaluate: give exactly one of adapter= (an adapter folder or Hub id) and checkpoint=")
     cfg = make_config(config_or_path, overrides)
-    meta = read_adapter_meta(adapter) if adapter is not None else {}
+    meta = read_adapter_meta(adapter) if adapter else {}
     if meta:
         asked = {k.replace("__", ".") for k in overrides} | {f"{s}.{k}" for s, v in overrides.items()
                                                              if isinstance(v, dict) for k in v}
@@ -132,7 +133,7 @@ def evaluate(config_or_path, *, adapter=None, checkpoint=None, backbone=None, sp
         names = getattr(model, "class_names", None) or getattr(ds, "class_names", None)
         out_dir = Path(out or Path(cfg.output.dir) / "eval")
         m = run_test_protocol(model, ds, rt, out_dir, batch_size, names)
-    return EvalResult(m, out_dir)
+    return EvalResult(m, out_dir, len(ds))
 
 
 def eval_model(cfg: Config, num_classes: int | None, adapter=None, checkpoint=None, backbone=None,
@@ -144,7 +145,7 @@ def eval_model(cfg: Config, num_classes: int | None, adapter=None, checkpoint=No
     from .errors import MissingFileError
     from .hub import is_hub_id
     from .models.checkpoints import load_checkpoint, read_checkpoint, read_state
-    if adapter is not None:
+    if adapter:
         return load_adapter(adapter, checkpoint=backbone or cfg.model.checkpoint,
                             allow_random_backbone=random_backbone, allow_other_backbone=allow_other_backbone)
     if not Path(checkpoint).exists() and not is_hub_id(checkpoint):
@@ -159,3 +160,26 @@ def eval_model(cfg: Config, num_classes: int | None, adapter=None, checkpoint=No
     model = build_model(cfg, num_classes, checkpoint=None)
     model.checkpoint_report = load_checkpoint(model, checkpoint, conv=read_checkpoint(checkpoint, raw))
     return model
+
+
+def iter_predict(videos, adapter, checkpoint=None, clips: int = 2, crops: int = 3, top: int = 5,
+                 num_frames: int | None = None, img_size: int | None = None, sampling: str | None = None,
+                 sampling_rate: int | None = None, random_backbone: bool = False,
+                 allow_other_backbone: bool = False):
+    """`predict`, one Prediction at a time as each video is done (what `aptune predict` prints from)."""
+    from .prediction import find_videos, load_predictor, predict_tasks, predict_videos
+    paths = find_videos([os.fspath(v) for v in videos] if isinstance(videos, (list, tuple)) else os.fspath(videos))
+    asked = {"num_frames": num_frames, "img_size": img_size, "sampling": sampling, "sampling_rate": sampling_rate}
+    model, tasks, clip = load_predictor(adapter, checkpoint, random_backbone, allow_other_backbone, asked)
+    run = predict_videos if tasks is None else predict_tasks
+    for r in run(model, paths, clips, crops, clip, top):
+        yield Prediction(r["video"], [tuple(t) for t in r.get("top", [])], r.get("task"), r.get("error"))
+
+
+def predict(videos, adapter, checkpoint=None, **options) -> list[Prediction]:
+    """Top classes of each video (a file, a folder of videos, or a list of both) with `adapter` (a folder
+    or Hub id; or {task: folder} for several tasks on one backbone), softmax averaged over clips x crops
+    views, as `aptune predict` does. A video that cannot be decoded gets a Prediction with `error` set.
+    `options`: clips, crops, top, num_frames, img_size, sampling, sampling_rate (default: the adapter's
+    clip), random_backbone, allow_other_backbone."""
+    return list(iter_predict(videos, adapter, checkpoint, **options))

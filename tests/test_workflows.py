@@ -52,3 +52,37 @@ def test_train_takes_datasets_in_memory(tmp_path):
     result = aptune.train(tiny_cfg(tmp_path), datasets={"train": TensorVideos(8), "val": TensorVideos(4, mode="val")},
                           optim={"epochs": 1})
     assert result.test is None and result.val["top1"] >= 0 and isinstance(result.model, torch.nn.Module)
+
+
+def linear_adapter(tmp_path, classes=("left", "right")):
+    """A tiny linear-probe adapter on a backbone file, with a non-trivial head and class names."""
+    from safetensors.torch import save_file
+    plain = aptune.create_model("tiny", num_classes=0)
+    save_file(plain.state_dict(), str(tmp_path / "backbone.safetensors"))
+    model = aptune.create_model("tiny", num_classes=len(classes), checkpoint=tmp_path / "backbone.safetensors",
+                                method="linear")
+    with torch.no_grad():
+        model.head.weight.normal_(0, 1.0)
+    model.class_names = list(classes)
+    return model.save_pretrained(tmp_path / "adapter")
+
+
+def test_predict_returns_records_and_the_command_prints_the_same(tmp_path, capsys):
+    from aptune.cli import main
+    lists = make_video_lists(tmp_path / "data", n_train=0, n_val=0, n_test=2)
+    (tmp_path / "bad.mp4").write_bytes(b"not a video at all")
+    adapter = linear_adapter(tmp_path)
+    videos = [lists["root"], str(tmp_path / "bad.mp4")]
+    preds = aptune.predict(videos, adapter=adapter, clips=1, crops=1, top=2)
+    assert [p.video.rsplit("/", 1)[1] for p in preds] == ["v000.mp4", "v001.mp4", "bad.mp4"]
+    assert all(p.ok for p in preds[:2]) and not preds[2].ok and preds[2].top == []
+    assert {n for n, _ in preds[0].top} == {"left", "right"} and sum(v for _, v in preds[0].top) == pytest.approx(1)
+    assert main(["predict", *videos, "--adapter", str(adapter), "--clips", "1", "--crops", "1", "--top", "2",
+                 "--json"]) == 1                                        # one video could not be decoded
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed == [json.loads(json.dumps(p.as_dict())) for p in preds]
+    two = aptune.predict(lists["root"], adapter={"a": adapter, "b": adapter}, clips=1, crops=1, top=2)
+    assert [p.task for p in two[:2]] == ["a", "b"]
+    for p in two[:2]:                                   # one backbone, two tasks: each as the model alone
+        assert [n for n, _ in p.top] == [n for n, _ in preds[0].top]
+        assert [v for _, v in p.top] == pytest.approx([v for _, v in preds[0].top], abs=1e-5)

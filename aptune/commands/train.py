@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..engine.train import NonFiniteLossError, train
+    from ..engine.train import NonFiniteLossError
+    from ..workflows import train
     overrides, resume = [], bool(args.resume)
     for item in args.overrides:
         if item.replace(" ", "") in ("resume=auto", "resume=true", "resume=True"):
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"aptune: interrupted; {interrupted_note(Path(cfg.output.dir))}", file=sys.stderr)
         return 130
     if os.environ.get("RANK", "0") == "0":
-        print(f"aptune: run folder {out['run_dir']}; adapter {out['adapter_dir']}")
+        print(f"aptune: run folder {out.run_dir}; adapter {out.adapter_dir}")
     return 0
 
 
