@@ -4,6 +4,8 @@ itself); each against the logits of aptune's own model."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -208,3 +210,12 @@ def test_hf_export_refuses_a_folder_holding_other_files(adapters, tmp_path):
     with pytest.raises(ExportError, match="not empty.*notes.txt"):
         export_adapter(adapter[0], "hf", tmp_path, checkpoint=adapter[1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_import_aptune_and_the_cli_load_no_exporter_or_server():
+    """onnx, onnxruntime, FastAPI and uvicorn are optional: imported only when exporting or serving."""
+    code = ("import sys, aptune, aptune.cli; aptune.cli.build_parser(); "
+            "print(sorted(m for m in ('onnx', 'onnxruntime', 'onnxscript', 'fastapi', 'uvicorn', 'starlette', "
+            "'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

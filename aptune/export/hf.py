@@ -8,12 +8,12 @@ for: refused, naming what is missing. Where the two differ:
 
     qkv        aptune's fused qkv Linear is split into query, key and value; the q and v biases go under
                transformers 4's names (`attention.attention.q_bias`), which transformers 5 renames on
-               load (its conversion mapping for videomae), so one folder loads in both
+               load (its conversion mapping for videomae), so one folder should load in both (tested: 5)
     eps        config.json's layer_norm_eps is the blocks' eps (transformers' default is 1e-12, VideoMAE's
                1e-6). transformers builds fc_norm with torch's default eps 1e-5 whatever the config says,
                so a model whose fc_norm eps differs (the official VideoMAE's 1e-6) moves each normalised
                feature by a factor sqrt((v + eps) / (v + 1e-5)), v the variance of its pooled features:
-               below 1e-5 for v > 0.5; the check below measures it
+               under 1e-5 for v > 0.45; the check below measures it
     pooling    use_mean_pooling: the mean of the tokens, then fc_norm, as aptune
     labels     id2label / label2id from the adapter's class names (transformers' LABEL_i without them)
     input      transformers takes pixel_values (batch, frames, channels, H, W); preprocessor_config.json is
