@@ -212,6 +212,17 @@ def test_hf_export_refuses_a_folder_holding_other_files(adapters, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+def test_the_check_is_relative_to_the_logits_scale():
+    """An untrained VideoMAE head gives logits near 1e-4: an export answering zeros must still fail."""
+    from aptune.export.common import check_logits
+    small = torch.randn(3, 5) * 1e-4
+    with pytest.raises(ExportError, match="differ from aptune's"):
+        check_logits(small, torch.zeros(3, 5), "exporter")
+    assert "max |diff|" in check_logits(small, small * (1 + 1e-6), "exporter")
+    with pytest.raises(ExportError, match=r"shape \(3, 4\)"):
+        check_logits(small, torch.zeros(3, 4), "exporter")
+
+
 def test_import_aptune_and_the_cli_load_no_exporter_or_server():
     """onnx, onnxruntime, FastAPI and uvicorn are optional: imported only when exporting or serving."""
     code = ("import sys, aptune, aptune.cli; aptune.cli.build_parser(); "

@@ -213,6 +213,22 @@ def test_one_failing_request_does_not_fail_the_others_in_its_batch():
     assert b.stats["failed"] == 1 and b.stats["requests"] == 1
 
 
+def test_a_request_gone_while_it_waits_is_dropped_and_the_batcher_goes_on():
+    seen = []
+
+    def model(video, tasks):
+        seen.append(list(tasks))
+        return [torch.zeros(2) for _ in tasks]
+
+    b = Batcher(model, window_s=0.5, max_clips=8)
+    gone = b.submit(torch.zeros(1, 3, 1, 1, 1), ["gone"])
+    assert gone.cancel()                                     # its request went away during the window
+    kept = b.submit(torch.zeros(1, 3, 1, 1, 1), ["kept"])
+    assert kept.result(10).logits["kept"].shape == (1, 2)
+    b.close(10)
+    assert seen == [["kept"]] and b.stats["requests"] == 1
+
+
 # ---- the command -------------------------------------------------------------------------------------
 def test_serve_command_refuses_a_bad_adapter_in_one_line(files, capsys):
     assert main(["serve", "--adapter", f"x={files['root'] / 'nope'}", "--checkpoint", str(files["ckpt"])]) == 2

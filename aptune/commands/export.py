@@ -12,6 +12,7 @@ before its files are put in place; class names and the clip's normalisation go i
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 HELP = "export a trained adapter with its backbone to ONNX, a torch.export program or a transformers folder"
@@ -45,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"exporting {args.adapter}: method {model.tuning.name}, {model.family} backbone "
           f"({count_parameters(model)['total']:,} parameters), clips {c.num_frames}x{c.img_size}x{c.img_size}, "
           f"{c.num_classes} classes -> {args.out} ({FORMATS[args.format]})", flush=True)
+    t0 = time.monotonic()
     result = export_model(model, args.format, args.out, opset=args.opset)
+    print(f"  took {time.monotonic() - t0:.1f} s (tracing, writing and the check)")
     for note in result.notes:
         print(f"  {note}")
     for path in result.paths:

@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from .batcher import ShuttingDown
@@ -62,6 +63,8 @@ def create_app(service: Service) -> FastAPI:
             body = await predict_body(service, request)
         except Problem as p:
             return error(p.status, p.message)
+        except ClientDisconnect:
+            return error(400, "the client disconnected before the body was read")
         except Exception as e:                    # noqa: BLE001  (one request's crash is its own answer)
             log.exception("request failed")
             return error(500, f"internal error ({type(e).__name__}: {' '.join(str(e).split())}); the server is up")

@@ -10,7 +10,8 @@ the jobs that wait: after the first one arrives it waits at most `window` second
 in forwards of at most `max_clips` clips, and answers each job with its (V, classes) logits per task.
 While a forward runs, new jobs queue and form the next batch, so under load the batch grows by
 itself. A forward that raises is retried one job at a time, so one request that breaks the model
-fails alone; its future gets the exception. Stats (requests, forwards, clips, largest batch, the last
+fails alone; its future gets the exception. A job whose future was cancelled while it waited (its
+request gone) is dropped. Stats (requests, forwards, clips, largest batch, the last
 batch) are kept for /health, tests and benchmarks. No web framework here: plain threads and futures.
 """
 from __future__ import annotations
@@ -89,7 +90,9 @@ class Batcher:
     # ---- the model thread ---------------------------------------------------------------------
     def _loop(self) -> None:
         while (jobs := self._take()) is not None:
-            self._run(jobs)
+            jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]   # drop cancelled ones
+            if jobs:
+                self._run(jobs)
 
     def _take(self) -> list[Job] | None:
         """The next batch: the jobs that arrived within the window after the first, up to max_clips
