@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..console import warn
 from ..data.decode import BadVideoError
 from ..errors import DataError
 from ..multitask import MultiTaskModel
+from ..prediction import _warn_sampling, clip_settings
 from .batcher import Answer, Batcher
 
 
@@ -43,21 +43,14 @@ class Settings:
 
 
 def recorded_clip(mt: MultiTaskModel) -> dict:
-    """The clip every task is served with: the first task's record (one decode serves all), defaults
-    as aptune predict (dense sampling, stride 4); a warning for tasks trained with other sampling."""
-    first = mt.task(mt.tasks[0])
-    clip = {k: first.clip.get(k) for k in ("num_frames", "img_size", "sampling", "sampling_rate", "mean", "std")}
+    """The clip every task is served with: the first task's record (one decode serves all), with aptune
+    predict's defaults (prediction.clip_settings) and the backbone's size and normalisation where the record
+    has none; a warning for tasks trained with other sampling."""
+    clip, _ = clip_settings(mt.task(mt.tasks[0]).clip, {})
     c = mt.backbone.config
-    clip["num_frames"] = clip["num_frames"] or c.num_frames
-    clip["img_size"] = clip["img_size"] or c.img_size
-    clip["sampling"], clip["sampling_rate"] = clip["sampling"] or "dense", clip["sampling_rate"] or 4
+    clip["num_frames"], clip["img_size"] = clip["num_frames"] or c.num_frames, clip["img_size"] or c.img_size
     clip["mean"], clip["std"] = list(clip["mean"] or c.mean), list(clip["std"] or c.std)
-    for name in mt.tasks[1:]:
-        theirs = mt.task(name).clip
-        for key in ("sampling", "sampling_rate"):
-            if theirs.get(key) is not None and theirs[key] != clip[key]:
-                warn(f"task {name!r} was trained with {key}={theirs[key]}, task {first.name!r} with "
-                     f"{key}={clip[key]}: every task sees the clips of {first.name!r}")
+    _warn_sampling(mt)
     return clip
 
 
