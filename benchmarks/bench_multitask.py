@@ -1,8 +1,9 @@
 """Many tasks on one backbone (aptune.multitask): one mixed batch against the same clips run task
 by task on one model per task, and the memory of both.
 
-For each method (APT / LoRA / VPT) and task count n (2, 4, 8) it writes n adapters of that method
-(APT and VPT with different prompt lengths, random tensors) on one backbone file, then times, round
+For each method (default APT / LoRA / VPT; AdaptFormer, Approximated PT and ST-Adapter on request) and
+task count n (2, 4, 8) it writes n adapters of that method (prompt lengths and widths vary, random tensors)
+on one backbone file, then times, round
 robin over --repeats rounds:
   mixed     one MultiTaskModel forward over n * --clips clips, tasks interleaved in the batch
   per task  each task's own model (aptune.load_adapter) on its own --clips clips, one after another
@@ -34,6 +35,9 @@ OPTIONS = {
     "apt": lambda i: {"num_prompts": [8, 16, 32, 50][i % 4]},
     "lora": lambda i: {"rank": 8},
     "vpt": lambda i: {"num_prompts": [10, 25, 50, 5][i % 4]},
+    "adaptformer": lambda i: {"bottleneck": 64},
+    "approx_prompt": lambda i: {"num_prompts": [50, 100, 200, 25][i % 4]},
+    "st_adapter": lambda i: {"width": [96, 192][i % 2]},
 }
 CLASSES = [101, 51, 174, 400]
 
