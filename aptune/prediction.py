@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .console import warn
 from .data.prepare import VIDEO_EXTENSIONS as VIDEO_EXT
+from .data.prepare import videos_in
 from .errors import ConfigError, MissingFileError
 
 
@@ -29,7 +30,7 @@ def load_predictor(adapter, checkpoint=None, random_backbone: bool = False, allo
             raise ConfigError("--random-backbone works with one adapter; several tasks share a real backbone")
         model = load_adapters(tasks, checkpoint=checkpoint, allow_other_backbone=allow_other_backbone)
         source, recorded = ", ".join(map(str, tasks.values())), model.task(model.tasks[0]).clip
-        _warn_sampling(model)
+        warn_sampling(model)
     clip, warnings = clip_settings(recorded, asked or {})
     for w in warnings:
         warn(f"{source}: {w}")
@@ -142,7 +143,7 @@ def find_videos(path: str | list[str]) -> list[Path]:
     out = []
     for src in map(Path, [path] if isinstance(path, str) else path):
         if src.is_dir():
-            found = sorted(p for p in src.rglob("*") if p.suffix.lower() in VIDEO_EXT and p.is_file())
+            found = videos_in(src)
             if not found:
                 raise MissingFileError(f"no videos ({', '.join(VIDEO_EXT)}) in {src}")
             out += found
@@ -153,7 +154,7 @@ def find_videos(path: str | list[str]) -> list[Path]:
     return out
 
 
-def _warn_sampling(mt) -> None:
+def warn_sampling(mt) -> None:
     """One decode serves every task: say so when the tasks were trained with other frame sampling."""
     first = mt.task(mt.tasks[0])
     for t in mt.tasks[1:]:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from .config import Config, PretrainConfig, validate_pretrain
 from .console import progress as console_progress
 from .data.datasets import VideoDataset
-from .data.prepare import VIDEO_EXTENSIONS, text_lines
+from .data.prepare import text_lines, videos_in
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .engine.bad_videos import BadVideoLog
 from .engine.optim import build_optimizer, lr_at, scaled_lr, set_lr
@@ -193,7 +193,7 @@ def pretrain_entries(source: str | os.PathLike, root: str | os.PathLike | None =
     file's folder; labels ignored) or a folder (every video file below it, sorted)."""
     source = Path(source)
     if source.is_dir():
-        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+        paths = videos_in(source)
     elif source.is_file():
         paths = []
         for line in text_lines(source):

@@ -1,5 +1,7 @@
 """Real users' files: phone videos with a display matrix, list files in other encodings, and the
 odd files a folder of clips holds (issue 24, the data/file side)."""
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
@@ -247,6 +249,18 @@ def test_prepare_folder_skips_hidden_files_and_empty_folders(tmp_path, capsys):
     assert "hold no videos and are not classes: empty" in err
     assert "single video" not in err
 
+
+
+def test_predict_pretrain_and_transcode_leave_hidden_files_out(tmp_path):
+    """The folder walks of predict, pretrain and transcode skip `.x.mp4` / macOS `._x.mp4` as prepare does."""
+    from aptune.data.transcode import plan
+    from aptune.prediction import find_videos
+    from aptune.pretrain import pretrain_entries
+    make_class_tree(tmp_path / "raw", {"run": ["a.mp4", ".c.mp4", "._a.mp4"], ".Trash": ["f.mp4"]})
+    want = [tmp_path / "raw" / "run" / "a.mp4"]
+    assert find_videos(str(tmp_path / "raw")) == want
+    assert [Path(p) for p, _ in pretrain_entries(tmp_path / "raw")] == want
+    assert [Path(src) for src, _ in plan([tmp_path / "raw"], tmp_path / "out").jobs] == want
 
 def test_prepare_again_says_when_labels_change(tmp_path, capsys):
     make_class_tree(tmp_path / "raw", {"run": ["a.mp4", "b.mp4"], "walk": ["c.mp4", "d.mp4"]})

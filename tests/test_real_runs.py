@@ -235,7 +235,7 @@ def test_training_prints_a_start_up_summary_then_an_eta(plain_run):
             "aptune: device    cpu, amp off (fp32), 1 process, 0 loader workers",
             f"aptune: tunable   {tunable:,} of {total:,} parameters ({100 * tunable / total:.2f}%)",
             "aptune: schedule  2 epochs x 3 steps = 6 steps of 2 clips (batch 2 x accum 1 x 1 process); lr 0.00781 "
-            "(1 per 256), 1 warm-up epochs, cosine to 0"]
+            "(1 per 256), 1 warm-up epoch, cosine to 0"]
     assert out[:7] == want
     eta = [i for i, x in enumerate(out) if "steps (validation and test not counted)" in x]
     epoch = [i for i, x in enumerate(out) if x.startswith("aptune: epoch 1 ")]

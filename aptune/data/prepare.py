@@ -368,9 +368,10 @@ def prepare_kinetics(root) -> Prepared:
 
 
 # ------------------------------------------------------------------ plain folders
-def _videos_in(folder: Path) -> list[Path]:
+def videos_in(folder) -> list[Path]:
     """Video files below `folder`, sorted, leaving out hidden files and folders (`.x.mp4`, the `._x.mp4`
     files macOS leaves on shared drives)."""
+    folder = Path(folder)
     return sorted(f for f in folder.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file()
                   and not any(part.startswith(".") for part in f.relative_to(folder).parts))
 
@@ -379,7 +380,7 @@ def class_folders(root) -> tuple[dict[str, list[Path]], list[str]]:
     """({class name: its videos} for the sub-folders of `root` that hold videos (sorted by name), the
     names of the sub-folders that hold none: these are not classes)."""
     folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
-    found = {p.name: _videos_in(p) for p in folders}
+    found = {p.name: videos_in(p) for p in folders}
     return {c: v for c, v in found.items() if v}, [c for c, v in found.items() if not v]
 
 

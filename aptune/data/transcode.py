@@ -144,7 +144,7 @@ class Plan:
 def plan(sources: list[str], out, root=None) -> Plan:
     """Every video under a folder (its layout kept), or every entry of a list file (`relative/path label`
     lines, paths relative to `root`); outputs are `out/<relative path>.mp4`."""
-    from .prepare import VIDEO_EXTENSIONS, read_list_lines
+    from .prepare import VIDEO_EXTENSIONS, read_list_lines, videos_in
     out, seen = Path(out), {}
     p = Plan(out)
 
@@ -159,11 +159,8 @@ def plan(sources: list[str], out, root=None) -> Plan:
 
     for source in map(Path, sources):
         if source.is_dir():
-            for f in sorted(source.rglob("*")):
-                rel = f.relative_to(source)
-                if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS and not any(
-                        q.startswith(".") for q in rel.parts):
-                    add(str(f), rel.as_posix(), str(f))
+            for f in videos_in(source):
+                add(str(f), f.relative_to(source).as_posix(), str(f))
         elif source.is_file():
             if out / source.name in p.lists:
                 raise DataError(f"{source}: another list of that name is already written to {out}")

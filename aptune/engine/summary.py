@@ -79,7 +79,8 @@ def summary_lines(t) -> list[str]:
         f"tunable   {c['trainable']:,} of {c['total']:,} parameters ({100 * c['trainable'] / max(c['total'], 1):.2f}%)",
         f"schedule  {_n(o.epochs, 'epoch')} x {_n(t.steps_per_epoch, 'step')} = {_n(t.total_steps, 'step')} of "
         f"{clips} clips (batch {o.batch_size} x accum {o.accum_steps} x {_n(rt.world_size, 'process')}); lr "
-        f"{t.base_lr:.3g} ({o.lr:g} per 256), {o.warmup_epochs:g} warm-up epochs, cosine to {t.min_lr:.3g}",
+        f"{t.base_lr:.3g} ({o.lr:g} per 256), {o.warmup_epochs:g} warm-up "
+        f"epoch{'' if o.warmup_epochs == 1 else 's'}, cosine to {t.min_lr:.3g}",
     ]
 
 

@@ -19,7 +19,7 @@ import torch
 from ..data.decode import BadVideoError
 from ..errors import DataError
 from ..multitask import MultiTaskModel
-from ..prediction import _warn_sampling, clip_settings
+from ..prediction import clip_settings, warn_sampling
 from .batcher import Answer, Batcher
 
 
@@ -50,7 +50,7 @@ def recorded_clip(mt: MultiTaskModel) -> dict:
     c = mt.backbone.config
     clip["num_frames"], clip["img_size"] = clip["num_frames"] or c.num_frames, clip["img_size"] or c.img_size
     clip["mean"], clip["std"] = list(clip["mean"] or c.mean), list(clip["std"] or c.std)
-    _warn_sampling(mt)
+    warn_sampling(mt)
     return clip
 
 
