@@ -241,6 +241,19 @@ def test_accumulation_and_grad_checkpointing_match_plain_batch(tmp_path):
             torch.testing.assert_close(weights[name][k], v, rtol=1e-5, atol=1e-6, msg=f"{name}: {k}")
 
 
+def test_train_leaves_the_callers_config_alone(tmp_path):
+    """train() resolves optim.total_batch into the run's batch_size (8 clips / (2 x accum 2) = 2 steps) in its
+    own copy: the caller's Config is unchanged, and the run folder's config.yaml holds the resolved one."""
+    import yaml
+    cfg = tiny_cfg(tmp_path, optim={"epochs": 1, "batch_size": 8, "total_batch": 4, "accum_steps": 2},
+                   eval={"test_at_end": False})
+    before = cfg.to_dict()
+    out = train(cfg, datasets={"train": TensorVideos(8)})
+    assert out["global_step"] == 2
+    assert cfg.to_dict() == before and cfg.optim.batch_size == 8
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["optim"]["batch_size"] == 2
+
+
 def test_resume_auto_and_missing_resume(tmp_path):
     cfg = tiny_cfg(tmp_path, optim={"epochs": 1}, eval={"test_at_end": False})
     with pytest.raises(FileNotFoundError, match="no loadable checkpoint"):

@@ -129,8 +129,8 @@ def test_tiny_table_end_to_end_killed_resumed_and_not_rerun(tiny_table, capsys):
     assert main(_args(t)[:4] + nowhere) == 2
     assert "no train.csv (or train.txt)" in capsys.readouterr().err
     # killed in the first row's training, after its first epoch's checkpoint (2 steps per epoch)
-    cmd = [sys.executable, "-m", "aptune", *_args(t)]
-    killed = run_process(cmd, env={"APTUNE_TEST_KILL_AT_STEP": "3"})
+    kill_at_step = Path(__file__).with_name("kill_at_step.py")
+    killed = run_process([sys.executable, str(kill_at_step), "3", *_args(t)])
     assert killed.returncode == 1, killed.stderr[-2000:]
     apt_run = t / "out" / "runs" / "synth" / "apt_4"
     assert (apt_run / "checkpoints").is_dir() and not (apt_run / "result.json").exists()

@@ -1,6 +1,7 @@
 """Kill a real `aptune train` process after an optimizer step, resume it, and compare the final
 weights with an uninterrupted run: they must be bitwise equal on CPU."""
 import sys
+from pathlib import Path
 
 import torch
 
@@ -8,9 +9,13 @@ from aptune.engine.state import latest_checkpoint, list_checkpoints
 
 from engine_data import make_video_lists, run_process, write_video_config
 
+KILL_AT_STEP = str(Path(__file__).with_name("kill_at_step.py"))
 
-def aptune(*args, env=None):
-    return run_process([sys.executable, "-m", "aptune", *args], env=env)
+
+def aptune(*args, kill_at: int | None = None):
+    """`aptune ARGS` in a subprocess; kill_at: dies (exit 1) right after that optimizer step."""
+    head = [sys.executable, "-m", "aptune"] if kill_at is None else [sys.executable, KILL_AT_STEP, str(kill_at)]
+    return run_process([*head, *args])
 
 
 def final_weights(run_dir):
@@ -30,7 +35,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     r = aptune("train", write_video_config(tmp_path / "ref.yaml", lists, ref, **opts))
     assert r.returncode == 0, r.stderr[-2000:]
     cfg = write_video_config(tmp_path / "cut.yaml", lists, cut, **opts)
-    r = aptune("train", cfg, env={"APTUNE_TEST_KILL_AT_STEP": "7"})
+    r = aptune("train", cfg, kill_at=7)
     assert r.returncode == 1
     assert [p.name for p in list_checkpoints(cut / "checkpoints")] == [f"step_0000000{i}.pt" for i in (3, 4, 6)]
     r = aptune("train", cfg, "--resume")

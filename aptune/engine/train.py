@@ -13,11 +13,13 @@ union of the ranks' batches at a step equals the single-process batch of the sam
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +50,6 @@ from .state import (
 )
 from .summary import eta_line, print_summary
 
-KILL_ENV = "APTUNE_TEST_KILL_AT_STEP"   # tests: os._exit(1) right after this optimizer step
-
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the run stopped before the optimizer step."""
@@ -58,6 +58,27 @@ class NonFiniteLossError(RuntimeError):
 class BadVideoStop(DataError):
     """A training video could not be decoded and the run may not skip it (or too many were bad); the
     last completed step was saved first."""
+
+
+class Sums(NamedTuple):
+    """A step's (or an epoch's) totals over every rank, read from the float64 vector the ranks all-reduce
+    at once (one host sync per step): loss x clips, correct clips, clips, bad videos."""
+    loss_sum: float
+    correct: float
+    count: float
+    bad: float
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> "Sums":
+        return cls(*t.tolist())
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.count, 1)
+
+    @property
+    def top1(self) -> float:
+        return 100 * self.correct / max(self.count, 1)
 
 
 class EpochSampler(Sampler):
@@ -102,6 +123,7 @@ def train(cfg: Config, datasets: dict | None = None, resume: bool | str = False)
     resume: True = continue from the newest checkpoint in output.dir (error if none),
     "auto" = continue if there is one, False = fresh run (error if output.dir has checkpoints).
     """
+    cfg = copy.deepcopy(cfg)           # the run resolves fields (batch_size from total_batch): never the caller's
     world_env = int(os.environ.get("WORLD_SIZE", "1"))
     cfg.validate(world_size=world_env, need_train=datasets is None)
     check_backbone_source(cfg.model)
@@ -341,25 +363,26 @@ class Trainer:
         if epoch != self.start_epoch or not self.start_step:      # a resume inside an epoch keeps its sums
             self.epoch_sums = torch.zeros(4, dtype=torch.float64)  # loss_sum, correct, count, bad (all ranks)
         t_epoch = time.time()
-        kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
         bar = progress(range(first, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{o.epochs}", unit="step",
                        initial=first, total=self.steps_per_epoch, show=self.rt.is_main)
         for step_in_epoch in bar:
             t_step, lr = time.time(), self.lr(self.global_step)
-            tot = self.train_step(batches, lr, epoch, step_in_epoch)
-            step_loss = tot[0].item() / max(tot[2].item(), 1)
-            clips_s = tot[2].item() / max(time.time() - t_step, 1e-9)
-            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{clips_s:.1f}")
-            if self.global_step % r.log_every_steps == 0 or step_in_epoch == self.steps_per_epoch - 1:
-                self.logger.log("train", self.global_step, epoch=epoch, loss=step_loss, lr=lr,
-                                top1=100 * tot[1].item() / max(tot[2].item(), 1), clips_per_s=clips_s)
-            if self.cfg.output.save_every_steps and self.global_step % self.cfg.output.save_every_steps == 0:
-                self.save_checkpoint(epoch, step_in_epoch + 1)
-            if kill_at and self.global_step == kill_at:
-                os._exit(1)
-            self._eta_once()
+            sums = self.train_step(batches, lr, epoch, step_in_epoch)
+            clips_s = sums.count / max(time.time() - t_step, 1e-9)
+            bar.set_postfix(loss=f"{sums.loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{clips_s:.1f}")
+            self.end_step(epoch, step_in_epoch, sums, lr, clips_s)
         bar.close()
         self.end_epoch(epoch, time.time() - t_epoch)
+
+    def end_step(self, epoch: int, step_in_epoch: int, sums: Sums, lr: float, clips_s: float) -> None:
+        """After an optimizer step: its log record, a checkpoint when one is due, the ETA line once."""
+        r = self.cfg.runtime
+        if self.global_step % r.log_every_steps == 0 or step_in_epoch == self.steps_per_epoch - 1:
+            self.logger.log("train", self.global_step, epoch=epoch, loss=sums.loss, lr=lr, top1=sums.top1,
+                            clips_per_s=clips_s)
+        if self.cfg.output.save_every_steps and self.global_step % self.cfg.output.save_every_steps == 0:
+            self.save_checkpoint(epoch, step_in_epoch + 1)
+        self._eta_once()
 
     def _eta_once(self) -> None:
         """After the first (up to) 10 steps of this process: one line with the time the rest takes."""
@@ -367,14 +390,14 @@ class Trainer:
         if done == min(10, self.steps_per_epoch) and self.global_step < self.total_steps and self.rt.is_main:
             print(eta_line(done, time.time() - self.t_start, self.total_steps - self.global_step))
 
-    def train_step(self, batches, lr: float, epoch: int, step_in_epoch: int) -> torch.Tensor:
-        """One optimizer step over accum_steps micro-batches; returns (loss_sum, correct, count, bad videos)
-        over ranks."""
+    def train_step(self, batches, lr: float, epoch: int, step_in_epoch: int) -> Sums:
+        """One optimizer step over accum_steps micro-batches; returns its totals over ranks."""
         o = self.cfg.optim
         set_lr(self.optimizer, lr)
         start_rng = rng_state()       # a stop on a bad video saves the state before this step
         # loss_sum, correct, count, bad, kept on the device: one host sync per step, not four per micro-batch
         sums = torch.zeros(4, dtype=torch.float64, device=self.rt.device)
+        clip_ndim = 2 if self.cfg.runtime.cache_features else 5     # (B, C) features or (B, 3, T, H, W) clips
         bad = []
         for _ in range(o.accum_steps):
             x, y, _, skipped = next(batches)
@@ -382,7 +405,7 @@ class Trainer:
             sums[3] += len(skipped)
             if x is None:
                 continue
-            if x.ndim - (2 if self.cfg.runtime.cache_features else 5):   # num_sample views per video
+            if x.ndim != clip_ndim:                                   # (B, num_sample, ...): views per video
                 ns = x.shape[1]
                 x, y = x.flatten(0, 1), y.repeat_interleave(ns)       # (B * num_sample, ...)
             with self.rt.autocast():
@@ -393,9 +416,10 @@ class Trainer:
             scaled = loss / o.accum_steps       # a non-finite loss stops the step below, before any update
             (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         tot = D.all_reduce_sum(sums).cpu()
-        if tot[3] > 0:
+        step = Sums.of(tot)
+        if step.bad > 0:
             self._bad_in_step(bad, epoch, step_in_epoch, start_rng)
-        step_loss = tot[0].item() / max(tot[2].item(), 1)
+        step_loss = step.loss
         if not math.isfinite(step_loss):
             last = latest_checkpoint(self.ckpt_dir)
             where = f"last good checkpoint: {last[0]}" if last else "no checkpoint was written yet"
@@ -404,7 +428,7 @@ class Trainer:
         self._update()
         self.global_step += 1
         self.epoch_sums += tot
-        return tot
+        return step
 
     def _bad_in_step(self, bad: list, epoch: int, step_in_epoch: int, start_rng: dict) -> None:
         """Bad videos in this step (from any rank): named once and listed; the step goes on without
@@ -438,14 +462,14 @@ class Trainer:
 
     def end_epoch(self, epoch: int, seconds: float) -> None:
         """The epoch's record (train loss/top-1, skipped videos, validation), then a checkpoint."""
-        s = self.epoch_sums
+        s = Sums.of(self.epoch_sums)
         rec = {"epoch": epoch + 1, "lr": self.lr(max(self.global_step - 1, 0)), "epoch_time_s": seconds,
-               "skipped_videos": int(s[3].item())}
+               "skipped_videos": int(s.bad)}
         padded = getattr(self.train_set, "padded", None)      # videos shorter than a clip: padded, counted
         if padded is not None and not self.cfg.runtime.cache_features:
             rec["padded_videos"] = int((D.all_reduce_sum(padded.to(torch.int64)) > 0).sum().item())   # union of ranks
-        if s[2] > 0:
-            rec.update(train_loss=s[0].item() / s[2].item(), train_top1=100 * s[1].item() / s[2].item())
+        if s.count > 0:
+            rec.update(train_loss=s.loss, train_top1=s.top1)
         last = epoch == self.cfg.optim.epochs - 1
         if self.val_fit is not None and ((epoch + 1) % self.cfg.eval.every_epochs == 0 or last):
             rec.update(self.evaluate())
