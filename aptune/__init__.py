@@ -11,15 +11,17 @@ from .api import (
 )
 from .errors import AptuneError
 from .methods import apply_method, list_methods
-from .models import Backbone, VisionTransformer, ViTConfig, get_config, list_models
+from .models import Backbone, VideoMAEConfig, VideoMAEViT, get_config, list_models
+from .models.videomae import deprecated_names
 from .multitask import MultiTaskModel, load_adapters
 from .profiling import count_flops
 from .workflows import EvalResult, Prediction, TrainResult, evaluate, predict, train
 
 __version__ = "0.1.0"
+__getattr__ = deprecated_names(__name__)      # ViTConfig, VisionTransformer: deprecated VideoMAE names
 
-__all__ = ["AptuneError", "Backbone", "EvalResult", "MultiTaskModel", "Prediction", "TrainResult", "ViTConfig",
-           "VisionTransformer", "apply_method", "evaluate", "predict", "train",
+__all__ = ["AptuneError", "Backbone", "EvalResult", "MultiTaskModel", "Prediction", "TrainResult", "VideoMAEConfig",
+           "VideoMAEViT", "apply_method", "evaluate", "predict", "train",
            "count_flops", "count_parameters", "create_model", "from_pretrained", "get_config", "list_methods",
            "list_models", "load_adapter", "load_adapters", "print_trainable_parameters", "push_to_hub", "save_adapter",
            "save_pretrained"]

@@ -84,10 +84,10 @@ def resolve_layout(config, layout: str | None = None) -> tuple[object, str]:
 
 def _is_checkpoint_path(model) -> bool:
     """A folder, a file that is not also a zoo name, or a Hub id (`org/name[@revision]`)."""
-    from .models.zoo import ZOO
+    from .models.zoo import is_model
     if not isinstance(model, (str, os.PathLike)):
         return False
-    return os.path.isdir(model) or (os.path.isfile(model) and os.fspath(model) not in ZOO) or is_hub_id(model)
+    return os.path.isdir(model) or (os.path.isfile(model) and not is_model(os.fspath(model))) or is_hub_id(model)
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

@@ -308,8 +308,8 @@ def relative_note(path: str) -> str:
 
 def _check_model_and_clip(cfg: Config, bad):
     """model.name is a zoo model and data's clip fits its tubelet and patch; returns its config."""
-    from .models.zoo import get_config, list_models
-    if cfg.model.name not in list_models():
+    from .models.zoo import get_config, is_model, list_models
+    if not is_model(cfg.model.name):
         bad("model.name", f"unknown model {cfg.model.name!r}; known: {', '.join(list_models())}")
     vit, d = get_config(cfg.model.name), cfg.data
     if d.num_frames < 1 or d.num_frames % vit.tubelet_size:
@@ -364,11 +364,13 @@ FIXED_ON_RESUME = ("model.", "method.", "data.num_frames", "data.img_size", "dat
 
 
 def _flat(cfg: "Config") -> dict:
+    from .models.zoo import canonical_name
     d = cfg.to_dict()
     out = {}
     for sec, fields in d.items():
         for k, v in fields.items():
             out[f"{sec}.{k}"] = v
+    out["model.name"] = canonical_name(out["model.name"])     # a model's old name (vit-demo) is the same model
     return out
 
 

@@ -321,7 +321,7 @@ class MultiTaskModel(nn.Module):
         between threads)."""
         view = copy.copy(self.backbone)                 # shallow: the same weights and state
         view._modules = {**self.backbone._modules, **self.heads[name]}
-        return view.forward_head(view.normalize_pooled(pooled))
+        return view.pooled_head(pooled)
 
 
 # ---- comparing a task's model with the plain backbone ------------------------------------------------

@@ -1,8 +1,8 @@
-"""VideoMAE self-supervised pre-training of aptune's own VisionTransformer.
+"""VideoMAE self-supervised pre-training of aptune's own VideoMAEViT.
 
     clip (B, 3, T, H, W) -> tubelet tokens + sin-cos positions           (B, N, C)
     tube mask: the same random spatial positions are hidden at every time step (ratio 0.9)
-    encoder: aptune's `VisionTransformer` blocks on the visible tokens only (B, N_vis, C) -> norm
+    encoder: aptune's `VideoMAEViT` blocks on the visible tokens only (B, N_vis, C) -> norm
     decoder: Linear C -> D, mask tokens at the hidden positions (+ positions), a few light
              `layers.Block`s, norm, Linear D -> 3 * t * p * p for the hidden tokens only
     target: the hidden tubelets' pixels, normalised per patch and channel (mean 0, variance 1)
@@ -43,7 +43,7 @@ from .engine.state import save_checkpoint
 from .engine.train import EpochSampler
 from .errors import CheckpointError, DataError, MissingFileError
 from .models.layers import Block, TokenLayout, sinusoid_table, trunc_normal_init
-from .models.videomae import VisionTransformer, ViTConfig
+from .models.videomae import VideoMAEConfig, VideoMAEViT
 from .models.zoo import get_config
 
 
@@ -99,14 +99,14 @@ class Decoder(nn.Module):
 
 
 class MaskedVideoAutoencoder(nn.Module):
-    """Encoder = aptune's VisionTransformer (same code as fine-tuning) + final norm; light decoder."""
+    """Encoder = aptune's VideoMAEViT (same code as fine-tuning) + final norm; light decoder."""
 
-    def __init__(self, config: ViTConfig, cfg: PretrainConfig):
+    def __init__(self, config: VideoMAEConfig, cfg: PretrainConfig):
         """`config`: the encoder; `cfg`: the `pretrain` section (decoder, mask, targets)."""
         super().__init__()
         self.config = replace(config, num_classes=0)
         self.cfg = cfg
-        self.encoder = VisionTransformer(self.config)
+        self.encoder = VideoMAEViT(self.config)
         self.encoder.norm = nn.LayerNorm(config.embed_dim, eps=config.norm_eps)
         out_dim = 3 * config.tubelet_size * config.patch_size ** 2
         self.encoder_to_decoder = nn.Linear(config.embed_dim, cfg.decoder_dim, bias=False)
@@ -171,20 +171,20 @@ class MaskedVideoAutoencoder(nn.Module):
 
 
 def backbone_state_from_pretrain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Encoder weights of a VideoMAE pre-training `model` dict, renamed for VisionTransformer
+    """Encoder weights of a VideoMAE pre-training `model` dict, renamed for VideoMAEViT
     (prefix `encoder.` dropped; the encoder's final `norm`, decoder and mask token left out)."""
     return {k[len("encoder."):]: v for k, v in state.items()
             if k.startswith("encoder.") and not k.startswith("encoder.norm.")}
 
 
-def read_pretrain_config(path: str | os.PathLike) -> ViTConfig:
-    """The backbone ViTConfig stored by `pretrain` in a checkpoint's `aptune` entry."""
+def read_pretrain_config(path: str | os.PathLike) -> VideoMAEConfig:
+    """The backbone VideoMAEConfig stored by `pretrain` in a checkpoint's `aptune` entry."""
     from .models.checkpoints import read_state
     ckpt = read_state(path)
     meta = ckpt.get("aptune") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "backbone" not in meta:
         raise CheckpointError(f"{path}: no 'aptune.backbone' entry; not written by `aptune pretrain`")
-    return ViTConfig.from_dict(meta["backbone"])
+    return VideoMAEConfig.from_dict(meta["backbone"])
 
 
 # ---- data ---------------------------------------------------------------------------------

@@ -64,7 +64,8 @@ def shuffle_time(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def pooled(model, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Mean-pooled final tokens: what the demo's linear probe sees (this backbone has no fc_norm)."""
     model.eval()
-    return torch.cat([model.forward_features(x[i:i + batch]) for i in range(0, len(x), batch)])
+    return torch.cat([model.forward_head(*model.forward_features(x[i:i + batch]), pre_logits=True)
+                      for i in range(0, len(x), batch)])
 
 
 def ridge_probe(ftr, ytr, fte, yte, k: int, lam: float = 1e-2) -> float:
@@ -80,7 +81,7 @@ def ridge_probe(ftr, ytr, fte, yte, k: int, lam: float = 1e-2) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="vit-demo.pth")
-    p.add_argument("--model", default="vit-demo")
+    p.add_argument("--model", default="videomae-demo-4f")
     p.add_argument("--pool", type=int, default=8000, help="pool clips rendered once into memory")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=64)

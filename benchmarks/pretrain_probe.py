@@ -60,7 +60,7 @@ def features(model, clips: np.ndarray, stride: int, device) -> dict[str, torch.T
     mean, per_time = [], []
     for i in range(0, len(clips), 64):
         x = to_input(clips[i:i + 64], c.num_frames, stride, device)
-        tok = model.forward_tokens(x)[0].float().cpu()                 # (b, N, C)
+        tok = model.forward_features(x)[0].float().cpu()                 # (b, N, C)
         b, N, C = tok.shape
         mean.append(tok.mean(1))
         per_time.append(tok.reshape(b, c.num_frames // c.tubelet_size, -1, C).mean(2).flatten(1))  # (b, T'*C)

@@ -125,19 +125,56 @@ def test_a_toy_method_defined_in_a_test_trains_through_the_engine(tmp_path, time
 
 
 def test_fc_norm_option_keeps_videomae_default():
-    from aptune.models.videomae import ViTConfig
+    from aptune.models.videomae import VideoMAEConfig
     # the default is VideoMAE's head: LayerNorm on the mean token, head init x 0.001
-    assert ViTConfig().fc_norm is True and ViTConfig().init_scale == 0.001
+    assert VideoMAEConfig().fc_norm is True and VideoMAEConfig().init_scale == 0.001
     base = dict(embed_dim=32, depth=1, num_heads=2, patch_size=8, num_frames=4, img_size=16, num_classes=3)
     torch.manual_seed(0)
-    on = aptune.create_model(ViTConfig(**base))
+    on = aptune.create_model(VideoMAEConfig(**base))
     torch.manual_seed(0)
-    off = aptune.create_model(ViTConfig(**base, fc_norm=False))
+    off = aptune.create_model(VideoMAEConfig(**base, fc_norm=False))
     assert isinstance(on.fc_norm, torch.nn.LayerNorm) and not any("fc_norm" in k for k in off.state_dict())
     x = torch.randn(2, 3, 4, 16, 16)
     pooled = off.forward_pooled(x)
     # without fc_norm the head sees the mean token itself; with it, that token standardised
-    torch.testing.assert_close(off.forward_features(x), pooled)
+    def features(net):
+        return net.forward_head(*net.forward_features(x), pre_logits=True)
+    torch.testing.assert_close(features(off), pooled)
     mu, var = pooled.mean(-1, keepdim=True), pooled.var(-1, unbiased=False, keepdim=True)
-    torch.testing.assert_close(on.forward_features(x), (pooled - mu) / torch.sqrt(var + 1e-6), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(features(on), (pooled - mu) / torch.sqrt(var + 1e-6), rtol=1e-4, atol=1e-4)
     off.set_norm_eps(1e-5, None)                                   # no LayerNorm to change: no error
+
+
+def test_what_was_written_with_the_old_names_still_loads():
+    """The demo's backbone `vit-demo` (a VideoMAE-family model, not the family "vit") is `videomae-demo-4f`, and
+    VideoMAE's ViT is `VideoMAEConfig` / `VideoMAEViT`: presets, checkpoints, snapshots and code that use the
+    old names keep working (the classes with a DeprecationWarning)."""
+    import warnings
+
+    from aptune.config import Config, resume_changes
+    from aptune.engine.build import resolve_checkpoint
+    from aptune.models.zoo import get_config, list_models
+    assert get_config("vit-demo") == get_config("videomae-demo-4f") and "vit-demo" not in list_models()
+    old = Config.from_dict({"model": {"name": "vit-demo", "checkpoint": "embedded"},
+                            "data": {"num_frames": 4, "img_size": 32}})
+    old.validate(need_train=False, check_files=False)
+    path = resolve_checkpoint(old.model)
+    assert path.endswith("vit-demo.pth")
+    a = aptune.create_model("vit-demo", num_classes=3, checkpoint=path).state_dict()
+    b = aptune.create_model("videomae-demo-4f", num_classes=3, checkpoint=path).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("head."))
+    # a snapshot written under the old name resumes with a preset that says the new one: not a change
+    new = Config.from_dict({**old.to_dict(), "model": {**old.to_dict()["model"], "name": "videomae-demo-4f"}})
+    assert resume_changes(old, new) == ([], [])
+    assert resume_changes(old, Config.from_dict({**new.to_dict(), "model": {"name": "tiny"}}))[0]
+    with pytest.warns(DeprecationWarning, match="use VideoMAEConfig"):
+        from aptune import ViTConfig
+    with pytest.warns(DeprecationWarning, match="use VideoMAEViT"):
+        from aptune.models import VisionTransformer
+    assert ViTConfig is aptune.VideoMAEConfig and VisionTransformer is aptune.VideoMAEViT
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net = VisionTransformer(ViTConfig(embed_dim=32, depth=1, num_heads=2, patch_size=8, num_frames=4, img_size=16))
+    assert net.family == "videomae" and type(net).__name__ == "VideoMAEViT"
+    with pytest.raises(AttributeError, match="module 'aptune' has no attribute 'ViTConfg'"):
+        aptune.ViTConfg  # noqa: B018

@@ -136,7 +136,7 @@ def test_official_pretrain_roundtrip(tmp_path):
     assert "encoder.norm.weight" in rep["dropped"] and "mask_token" in rep["dropped"]
     x = clip()
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_tokens(x)[0], src.forward_tokens(x)[0], rtol=0, atol=0)
+        torch.testing.assert_close(model.forward_features(x)[0], src.forward_features(x)[0], rtol=0, atol=0)
 
 
 def _deepspeed(sd):
@@ -237,10 +237,10 @@ def test_hf_videomae_model_features(tmp_path):
     assert model.config.num_classes == 0
     assert set(model.checkpoint_report["missing"]) == {"fc_norm.weight", "fc_norm.bias"}
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_tokens(x)[0], ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.forward_features(x)[0], ref, rtol=1e-5, atol=1e-5)
     bare = aptune.create_model(read_checkpoint(tmp_path / "enc").config, checkpoint=tmp_path / "enc.bin").eval()
     with torch.no_grad():
-        torch.testing.assert_close(bare.forward_tokens(x)[0], ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(bare.forward_features(x)[0], ref, rtol=1e-5, atol=1e-5)
 
 
 def test_hf_pretraining_folder_drops_decoder_and_final_norm(tmp_path):
@@ -256,12 +256,12 @@ def test_hf_pretraining_folder_drops_decoder_and_final_norm(tmp_path):
     x = clip()
     with torch.no_grad():   # the encoder's tokens before HF's final LayerNorm
         ref = hf.videomae.encoder(hf.videomae.embeddings(x.permute(0, 2, 1, 3, 4), None)).last_hidden_state
-        torch.testing.assert_close(model.forward_tokens(x)[0], ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.forward_features(x)[0], ref, rtol=1e-5, atol=1e-5)
 
 
 def test_hf_config_mismatch_names_field(tmp_path):
     _, folder = _hf_classifier(tmp_path)
-    with pytest.raises(ValueError, match=r"ViTConfig\.depth is 2 in the model but 4"):
+    with pytest.raises(ValueError, match=r"VideoMAEConfig\.depth is 2 in the model but 4"):
         aptune.create_model(aptune.models.zoo.get_config("tiny", depth=2), checkpoint=folder)
 
 
@@ -312,7 +312,8 @@ def test_unknown_layout_names_keys_and_formats(tmp_path):
 def test_wrong_width_names_field(tmp_path):
     other = aptune.create_model(aptune.models.zoo.get_config("tiny", embed_dim=32, num_heads=2), num_classes=5)
     torch.save({"module": other.state_dict()}, tmp_path / "narrow.pth")
-    with pytest.raises(ValueError, match=r"patch_embed\.proj\.weight.*ViTConfig\.embed_dim: model 64, checkpoint 32"):
+    with pytest.raises(ValueError,
+                       match=r"patch_embed\.proj\.weight.*VideoMAEConfig\.embed_dim: model 64, checkpoint 32"):
         aptune.create_model("tiny", num_classes=5, checkpoint=tmp_path / "narrow.pth")
 
 
@@ -337,7 +338,9 @@ def test_head_of_other_size_is_skipped_with_note(tmp_path):
     assert torch.equal(model.fc_norm.weight, src.fc_norm.weight)
     x = clip()
     with torch.no_grad():
-        torch.testing.assert_close(model.eval().forward_features(x), src.forward_features(x), rtol=0, atol=0)
+        model.eval()
+        torch.testing.assert_close(model.forward_head(*model.forward_features(x), pre_logits=True),
+                                   src.forward_head(*src.forward_features(x), pre_logits=True), rtol=0, atol=0)
 
 
 # ---- position tables ----

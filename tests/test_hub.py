@@ -107,7 +107,7 @@ def test_videomae_pretraining_id_reads_the_encoder_of_the_bin_file(cache, repo):
         assert any(k.startswith("decoder.decoder_layers.") for k in rep["dropped"])
         assert set(rep["missing"]) == {"fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias"}
         with torch.no_grad():
-            torch.testing.assert_close(model.forward_tokens(x)[0], ref, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(model.forward_features(x)[0], ref, rtol=1e-5, atol=1e-5)
     assert resolve(repo).endswith(f"snapshots/{commit}")
 
 
@@ -127,7 +127,8 @@ def test_clip_id_reads_the_vision_tower_and_its_preprocessor_config(cache):
     assert model.checkpoint_report["format"] == "hf-clip" and list(model.config.mean) == pytest.approx(CLIP_MEAN)
     x = clip(t=1)
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_features(x), hf.vision_model(pixel_values=x[:, :, 0]).pooler_output,
+        torch.testing.assert_close(model.forward_head(*model.forward_features(x), pre_logits=True),
+                                   hf.vision_model(pixel_values=x[:, :, 0]).pooler_output,
                                    rtol=0, atol=1e-4)
 
 
@@ -138,7 +139,8 @@ def test_supervised_vit_ids_give_transformers_features(cache, repo):
     assert model.checkpoint_report["format"] == ("hf-vit" if repo.startswith("google") else "timm-vit")
     x = clip(t=1)
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_features(x), hf(pixel_values=x[:, :, 0]).last_hidden_state[:, 0],
+        torch.testing.assert_close(model.forward_head(*model.forward_features(x), pre_logits=True),
+                                   hf(pixel_values=x[:, :, 0]).last_hidden_state[:, 0],
                                    rtol=1e-5, atol=1e-5)
 
 

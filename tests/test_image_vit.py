@@ -76,7 +76,7 @@ def vit_features(hf, x):
 
 def features(model, video):
     with torch.no_grad():
-        return model.eval().forward_features(video)
+        return model.eval().forward_head(*model.forward_features(video), pre_logits=True)
 
 
 # ---- Hugging Face folders --------------------------------------------------------------------
@@ -388,7 +388,7 @@ def test_tokens_and_cost_of_the_two_layouts():
     x = torch.randn(1, 3, 4, 32, 32)
     for layout, shape in (("frames", (4, 17, 64)), ("joint", (1, 4 + 4 * 16, 64))):
         model = aptune.create_model("tiny-clip", layout=layout)
-        tokens, tl = model.forward_tokens(x)
+        tokens, tl = model.forward_features(x)
         assert tuple(tokens.shape) == shape and tl.prefix == (1 if layout == "frames" else 4)
     # the same 68 tokens; only attention differs: per block Q K^T + A V = 2 * N_q * N_k * (heads * head_dim = 64)
     # for 4 sequences of 17 tokens, or one of 68; 4 blocks

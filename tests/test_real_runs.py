@@ -285,7 +285,7 @@ def test_a_folder_of_clips_trains_with_the_shipped_backbone_preset(tmp_path, mon
     assert rc == 0, err
     assert "random" not in err and "tokens per clip" not in err               # its own weights and clip
     import aptune
-    assert out.count("aptune: backbone  vit-demo, from ") == 1 and str(Path(aptune.__file__).parent / "assets" /
+    assert out.count("aptune: backbone  videomae-demo-4f, from ") == 1 and str(Path(aptune.__file__).parent / "assets" /
                                                                           "vit-demo.pth") in out
     meta = json.loads((tmp_path / "runs" / "folder" / "vit_demo_apt" / "adapter" / "adapter.json").read_text())
     assert meta["class_names"] == ["jump", "wave"] and meta["backbone_weights"]["random_seed"] is None

@@ -220,7 +220,8 @@ def test_aim_at_init_is_the_image_model_on_every_frame():
     model.load_state_dict(plain.state_dict(), strict=False)
     video = torch.randn(2, 3, T, 32, 32)
     with torch.no_grad():
-        per_frame = torch.stack([plain.forward_features(video[:, :, i:i + 1]) for i in range(T)], dim=1)
+        per_frame = torch.stack([plain.forward_head(*plain.forward_features(video[:, :, i:i + 1]), pre_logits=True)
+                                 for i in range(T)], dim=1)
         torch.testing.assert_close(model.eval()(video), plain.head(per_frame.mean(dim=1)), rtol=0, atol=1e-5)
 
 

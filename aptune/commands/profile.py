@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int, default=101, help="classes of the head (counted as tunable)")
     p.add_argument("--num-frames", type=int, default=None,
                    help="frames of the one view that FLOPs are counted for (default: the model's own clip, "
-                        "e.g. 16 for videomae-vit-b, 4 for vit-demo)")
+                        "e.g. 16 for videomae-vit-b, 4 for videomae-demo-4f)")
     p.add_argument("--img-size", type=int, default=None, help="height = width of that view (default: the model's own)")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.OPT=VAL",
                    help="override one method option, e.g. apt.num_prompts=400 (repeatable)")
@@ -108,9 +108,9 @@ def own_clip(model: str, num_frames: int | None, img_size: int | None) -> tuple[
     """The clip to count: what was asked, else the model's own (a zoo config, or the config a checkpoint
     folder or file states)."""
     from ..models.checkpoints import read_checkpoint
-    from ..models.zoo import ZOO, get_config
+    from ..models.zoo import get_config, is_model
     if num_frames is None or img_size is None:
-        own = get_config(model) if model in ZOO else read_checkpoint(model).config
+        own = get_config(model) if is_model(model) else read_checkpoint(model).config
         num_frames = num_frames or getattr(own, "num_frames", 16)
         img_size = img_size or getattr(own, "img_size", 224)
     return num_frames, img_size
@@ -128,12 +128,12 @@ def run(args: argparse.Namespace) -> int:
     from ..api import resolve_layout
     from ..io import write_json
     from ..methods import get_method, list_methods
-    from ..models.zoo import ZOO, get_config
+    from ..models.zoo import get_config, is_model
     from ..profiling.report import MethodSpec, format_sweep_table, format_table, plot_sweep, profile, sweep
 
     _check_sizes(args)
     model, layout = args.model, None          # a path (a Hugging Face folder) goes to create_model as it is
-    if args.model in ZOO or args.layout is not None:
+    if is_model(args.model) or args.layout is not None:
         config, layout = resolve_layout(get_config(args.model), args.layout)
         model = args.model if args.layout is None else config
     unsupported = []            # by default, the methods that refuse this layout are listed, not profiled

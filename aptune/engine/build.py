@@ -5,10 +5,11 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import ConfigError
+from ..models.zoo import canonical_name
 
 CLIP_FIELDS = ("num_frames", "img_size", "sampling", "sampling_rate")
 # backbones whose weights ship inside the package: model.checkpoint=embedded
-EMBEDDED = {"vit-demo": "vit-demo.pth", "videomae-demo": "videomae-demo.pth"}
+EMBEDDED = {"videomae-demo-4f": "vit-demo.pth", "videomae-demo": "videomae-demo.pth"}   # (the file keeps its old name)
 # test models: no pre-trained weights exist for them, a random init is what they are for
 RANDOM_MODELS = ("tiny",)
 
@@ -18,10 +19,11 @@ def resolve_checkpoint(model_cfg) -> str | None:
     ckpt = model_cfg.checkpoint
     if ckpt != "embedded":
         return ckpt
-    if model_cfg.name not in EMBEDDED:
+    name = canonical_name(model_cfg.name)
+    if name not in EMBEDDED:
         raise ConfigError(f"model.checkpoint=embedded: only {', '.join(EMBEDDED)} ship their weights inside aptune, "
                           f"not {model_cfg.name}")
-    return str(Path(__file__).resolve().parent.parent / "assets" / EMBEDDED[model_cfg.name])
+    return str(Path(__file__).resolve().parent.parent / "assets" / EMBEDDED[name])
 
 
 def check_backbone_source(model_cfg) -> None:
@@ -30,7 +32,7 @@ def check_backbone_source(model_cfg) -> None:
     m = model_cfg
     if m.checkpoint is not None or m.random_init or m.name.startswith(RANDOM_MODELS):
         return
-    give = ("model.checkpoint=embedded (the weights shipped with aptune)" if m.name in EMBEDDED else
+    give = ("model.checkpoint=embedded (the weights shipped with aptune)" if canonical_name(m.name) in EMBEDDED else
             "model.checkpoint=FILE or a Hub id (configs/README.md names each preset's, e.g. MCG-NJU/videomae-base)")
     raise ConfigError(f"model.checkpoint is not set: {m.name} would train on a randomly initialised backbone, "
                       f"which an adapter cannot make up for. Give {give}, or ask for a random backbone with "

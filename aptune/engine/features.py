@@ -33,7 +33,7 @@ class HeadOnly(nn.Module):
         self.model = model
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.normalize_pooled(pooled))
+        return self.model.pooled_head(pooled)
 
 
 class FeatureDataset(Dataset):

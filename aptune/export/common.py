@@ -4,7 +4,7 @@ putting the files in place only once that check passed.
 
 Ready to trace (`prepare`): eval mode, so dropout, prompt dropout (APT's one mask per batch, VPT's)
 and drop-path are off, and no data-dependent branch on the training flag is left; nothing requires
-grad and tracing runs under no_grad, so `Backbone.forward_tokens` takes no frozen-prefix shortcut (it
+grad and tracing runs under no_grad, so `Backbone.forward_features` takes no frozen-prefix shortcut (it
 is taken only under autograd) and the graph holds no grad-mode switches. The position table is the
 one of the configured clip (VideoMAE's sin-cos buffer, an image ViT's learned table): a constant of
 the graph, which therefore takes that clip size only; the batch dimension is dynamic.

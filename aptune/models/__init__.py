@@ -1,7 +1,9 @@
 from .backbone import Backbone
 from .layers import TokenLayout
-from .videomae import VisionTransformer, ViTConfig
+from .videomae import VideoMAEConfig, VideoMAEViT, deprecated_names
 from .zoo import build_backbone, get_config, list_models
 
-__all__ = ["Backbone", "TokenLayout", "ViTConfig", "VisionTransformer", "build_backbone", "get_config",
+__all__ = ["Backbone", "TokenLayout", "VideoMAEConfig", "VideoMAEViT", "build_backbone", "get_config",
            "list_models"]
+
+__getattr__ = deprecated_names(__name__)      # ViTConfig, VisionTransformer: deprecated VideoMAE names

@@ -12,6 +12,8 @@ A family subclasses `Backbone` and gives
     pool(x, layout)     tokens after the last block -> pooled features (B, C); frozen with every
                         method that caches features (linear probing)
     normalize_pooled    pooled -> the features the head's Linear sees (VideoMAE: fc_norm)
+    (the forward, shared: forward_features -> tokens and their layout, forward_head -> logits, or with
+    pre_logits=True the features the head's Linear sees, as timm's forward_features / forward_head)
     head_modules()      the modules that train with every method (VideoMAE: fc_norm, head)
     no_weight_decay()   parameter names (of its own) that are never decayed (timm's convention)
     layer_id(name)      0 for the stem, i + 1 for block i, depth + 1 after the blocks (layer decay)
@@ -112,8 +114,10 @@ class Backbone(nn.Module):
         return n
 
     # ---- forward ------------------------------------------------------------------------------
-    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, TokenLayout]:
-        """Video (B, 3, T, H, W) -> tokens after the last block and their layout."""
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, TokenLayout]:
+        """Video (B, 3, T, H, W) -> the tokens after the last block (S, L, C) and their layout (timm's
+        forward_features gives the tokens; the layout says where the patches are and how many frames a
+        clip folded into S, which pooling needs)."""
         skip_grad = torch.is_grad_enabled() and not x.requires_grad
         n_frozen = self.num_frozen_blocks() if skip_grad else 0
         with torch.set_grad_enabled(torch.is_grad_enabled() and not (skip_grad and n_frozen > 0)):
@@ -127,19 +131,22 @@ class Backbone(nn.Module):
                 x, layout = blk(x, layout)
         return x, layout
 
+    def forward_head(self, x: torch.Tensor, layout: TokenLayout, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens after the last block -> logits (B, num_classes); pre_logits=True: the features the head's
+        Linear sees (B, C): pooled, normalised, dropout (timm's forward_head)."""
+        return self.pooled_head(self.pool(x, layout), pre_logits)
+
     def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Video -> pooled features before `normalize_pooled` (what a linear-probe cache stores)."""
-        return self.pool(*self.forward_tokens(x))
+        return self.pool(*self.forward_features(x))
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Video -> the features the classification head sees, (B, C)."""
-        return self.normalize_pooled(self.forward_pooled(x))
-
-    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_drop(feats))
+    def pooled_head(self, pooled: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pooled features (`forward_pooled`) -> logits: the head modules, which train with every method."""
+        feats = self.head_drop(self.normalize_pooled(pooled))
+        return feats if pre_logits else self.head(feats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.forward_head(*self.forward_features(x))
 
     # ---- train / eval -------------------------------------------------------------------------
     def train(self, mode: bool = True):

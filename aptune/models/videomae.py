@@ -12,6 +12,7 @@ in `videomae_formats.py`.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -24,7 +25,7 @@ from .layers import Block, PatchEmbed, TokenLayout, sinusoid_table, trunc_normal
 
 
 @dataclass
-class ViTConfig:
+class VideoMAEConfig:
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
@@ -62,7 +63,7 @@ class ViTConfig:
 
     def validate(self) -> None:
         def bad(field, msg):
-            raise ConfigError(f"ViTConfig.{field}: {msg}")
+            raise ConfigError(f"VideoMAEConfig.{field}: {msg}")
         if self.embed_dim % self.num_heads:
             bad("num_heads", f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.num_frames % self.tubelet_size:
@@ -76,22 +77,22 @@ class ViTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ViTConfig":
+    def from_dict(cls, d: dict) -> "VideoMAEConfig":
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ConfigError(f"ViTConfig: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(f"VideoMAEConfig: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
         d = {k: tuple(v) if k in ("mean", "std") else v for k, v in d.items()}   # JSON gives lists
         return cls(**d)
 
 
-class VisionTransformer(Backbone):
-    """VideoMAE's ViT (the "videomae" backbone family)."""
+class VideoMAEViT(Backbone):
+    """VideoMAE's ViT (the "videomae" backbone family; timm's supervised ViT is the "vit" family, image_vit.py)."""
     family = "videomae"
     stem = ("patch_embed.", "pos_embed")
     position_keys = ("pos_embed",)
 
-    def __init__(self, config: ViTConfig):
+    def __init__(self, config: VideoMAEConfig):
         super().__init__()
         config.validate()
         self.config = c = config
@@ -191,3 +192,23 @@ class VisionTransformer(Backbone):
 
     def normalize_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.fc_norm(pooled)
+
+
+# the names these classes had before they said VideoMAE; kept for one release
+DEPRECATED = {"ViTConfig": VideoMAEConfig, "VisionTransformer": VideoMAEViT}
+
+
+def deprecated_names(module: str):
+    """A module `__getattr__` (PEP 562) that gives the DEPRECATED names with a DeprecationWarning: this
+    module's, and that of aptune and aptune.models, which hand them on."""
+    def __getattr__(name: str):
+        if name in DEPRECATED:
+            new = DEPRECATED[name].__name__
+            warnings.warn(f"{name} is deprecated: it is VideoMAE's ViT only; use {new}", DeprecationWarning,
+                          stacklevel=2)
+            return DEPRECATED[name]
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    return __getattr__
+
+
+__getattr__ = deprecated_names(__name__)

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import CheckpointError
 from .checkpoints import Converted, Source, register_format
-from .videomae import ViTConfig
+from .videomae import VideoMAEConfig
 
 # fields that decide whether tensors fit; the others (frames, size, classes, eps) may differ
 STRUCTURE_FIELDS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "tubelet_size", "in_chans",
@@ -143,8 +143,8 @@ _HF_TOP = {
 _HF_DROP = ("decoder.", "encoder_to_decoder.", "mask_token", "position_embeddings", "embeddings.position_embeddings")
 
 
-def config_from_hf_dict(cfg: dict, source: str = "config.json") -> ViTConfig:
-    """A ViTConfig from a Hugging Face VideoMAEConfig dict (the contents of config.json).
+def config_from_hf_dict(cfg: dict, source: str = "config.json") -> VideoMAEConfig:
+    """A VideoMAEConfig from a Hugging Face VideoMAEConfig dict (the contents of config.json).
 
     norm_eps takes `layer_norm_eps` (HF default 1e-12) and fc_norm_eps is 1e-5: the classifier's
     fc_norm in transformers is a LayerNorm with torch's default eps.
@@ -164,7 +164,7 @@ def config_from_hf_dict(cfg: dict, source: str = "config.json") -> ViTConfig:
     archs = cfg.get("architectures") or []
     classifier = any("VideoClassification" in a for a in archs)
     num_labels = len(cfg["id2label"]) if cfg.get("id2label") else int(cfg.get("num_labels", 0))
-    return ViTConfig(
+    return VideoMAEConfig(
         embed_dim=hidden,
         depth=int(cfg.get("num_hidden_layers", 12)),
         num_heads=int(cfg.get("num_attention_heads", 12)),
@@ -248,7 +248,7 @@ def _apply_hf_config(out: Converted, source: Source) -> None:
         for f in STRUCTURE_FIELDS:
             a, b = getattr(model.config, f), getattr(hf, f)
             if a != b:
-                raise CheckpointError(f"{src}: ViTConfig.{f} is {a} in the model but {b} in the checkpoint's "
+                raise CheckpointError(f"{src}: VideoMAEConfig.{f} is {a} in the model but {b} in the checkpoint's "
                                       f"config.json; build the model from it (create_model('{src}'))")
 
     def finish(model, report: dict) -> None:
