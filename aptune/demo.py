@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .data.synthetic import SynthConfig
+from .demo_report import format_table, write_results
 from .errors import ConfigError, MissingFileError
-from .stats import bootstrap_ci
+from .stats import bootstrap_ci_seeds
 
 ASSET = Path(__file__).parent / "assets" / "vit-demo.pth"
 
@@ -44,6 +45,7 @@ class DemoRow:
     pretrained: bool = True              # False: random-init backbone (the reference row)
     cache_features: bool = False
     highlight: bool = False              # drawn as a star: the method the demo is about
+    seeds: int | None = None             # training seeds; None: DemoConfig.seeds (a row that decides a comparison)
 
 
 def default_rows(quick: bool = False) -> list[DemoRow]:
@@ -55,8 +57,9 @@ def default_rows(quick: bool = False) -> list[DemoRow]:
     linear_epochs = 5 if quick else 60
     rows = [
         DemoRow("Linear probing", "linear", lr=2.7e-2, weight_decay=1e-4, epochs=linear_epochs, cache_features=True),
+        # reference rows, one seed each: far from every comparison (random init) or its ceiling (full tuning)
         DemoRow("Linear probing (random init)", "linear", lr=1e-3 / 3, epochs=linear_epochs, cache_features=True,
-                pretrained=False),
+                pretrained=False, seeds=1),
         DemoRow("VPT-deep (32)", "vpt", {"num_prompts": 32, "deep": True}, lr=2.7e-2),
         DemoRow("AdaptFormer (16)", "adaptformer", {"bottleneck": 16}, lr=2.7e-2),
         DemoRow("LoRA (8)", "lora", {"rank": 8}, lr=3e-3),
@@ -64,7 +67,7 @@ def default_rows(quick: bool = False) -> list[DemoRow]:
         DemoRow("APT (16)", "apt", {"num_prompts": 16}, lr=2.7e-2, highlight=True),
         DemoRow("APT (64)", "apt", {"num_prompts": 64}, lr=2.7e-2, highlight=True),
         # full tuning: 10 epochs (75% val; 4 epochs: 49%); the PE rows all share DemoConfig.epochs
-        DemoRow("Full fine-tuning", "full", lr=5e-4, weight_decay=0.05, epochs=10),
+        DemoRow("Full fine-tuning", "full", lr=5e-4, weight_decay=0.05, epochs=10, seeds=1),
     ]
     if quick:
         rows = [replace(r, epochs=min(r.epochs, 5)) if r.epochs else r
@@ -95,6 +98,10 @@ class DemoConfig:
     batch_size: int = 32
     label_smoothing: float = 0.1
     files: bool = False                  # True: write the clips as mp4 under <out>/data and decode them
+    seeds: int = 3                       # training seeds 0 .. seeds-1 of every row that decides a comparison
+    jobs: int | None = None              # training runs at a time, in worker processes (None: the CPU cores)
+    threads: int = 1                     # torch threads per training run (one: deterministic, and far faster
+                                         # on a busy machine than two threads fighting for the cores)
     rows: list[DemoRow] = field(default_factory=default_rows)
 
     @classmethod
@@ -174,7 +181,7 @@ def demo_datasets(cfg: DemoConfig, splits=("train", "val", "test")) -> dict:
     return out
 
 
-def _run_config(cfg: DemoConfig, row: DemoRow, run_dir: Path, checkpoint: str | None):
+def _run_config(cfg: DemoConfig, row: DemoRow, run_dir: Path, checkpoint: str | None, seed: int = 0):
     from .config import Config
     epochs = row.epochs or cfg.epochs
     c = Config.from_dict({
@@ -188,7 +195,7 @@ def _run_config(cfg: DemoConfig, row: DemoRow, run_dir: Path, checkpoint: str | 
                   "layer_decay": row.layer_decay},
         "eval": {"every_epochs": epochs, "batch_size": 32},
         "output": {"dir": str(run_dir), "keep_last": 1, "tensorboard": False},
-        "runtime": {"device": "cpu", "seed": 0, "cache_features": row.cache_features, "log_every_steps": 10},
+        "runtime": {"device": "cpu", "seed": seed, "cache_features": row.cache_features, "log_every_steps": 10},
     }, source=f"demo row {row.label!r}")
     return c
 
@@ -197,143 +204,159 @@ def _row_dir(out: Path, row: DemoRow) -> Path:
     return out / "runs" / row.label.lower().replace(" ", "_").replace("(", "").replace(")", "").replace(".", "")
 
 
+def row_seeds(cfg: DemoConfig, row: DemoRow) -> list[int]:
+    """The training seeds of a row: 0 .. n-1 (seed 0 is the single-seed demo's run)."""
+    return list(range(cfg.seeds if row.seeds is None else row.seeds))
+
+
 def train_row(cfg: DemoConfig, row: DemoRow, datasets: dict, run_dir: Path, checkpoint: str | None,
-              test: bool = True):
-    """Train one row in a fresh run_dir (the checkpoint only for a pre-trained row; test=False: no test
-    at the end, as the val sweep wants). Returns (train()'s result, the run config, seconds)."""
+              test: bool = True, seed: int = 0):
+    """Train one row with one training seed in a fresh run_dir (the checkpoint only for a pre-trained row;
+    test=False: no test at the end, as the val sweep wants). The seed sets what training draws: the new
+    parameters' init (and a random backbone's), the data order, the augmentation and dropout; the clips
+    stay the same. Returns (train()'s result, the run config, seconds)."""
     import shutil
 
     from .engine.train import train
     if run_dir.exists():
         shutil.rmtree(run_dir)                                               # a fresh run each time
-    rc = _run_config(cfg, row, run_dir, checkpoint if row.pretrained else None)
+    rc = _run_config(cfg, row, run_dir, checkpoint if row.pretrained else None, seed)
     rc.eval.test_at_end = test
+    if hasattr(datasets["train"], "seed"):
+        datasets["train"].seed = seed               # its crops, as build_dataset seeds them with runtime.seed
     t0 = time.time()
     res = train(rc, datasets=datasets)
     return res, rc, time.time() - t0
 
 
-def run_row(cfg: DemoConfig, row: DemoRow, datasets: dict, run_dir: Path, checkpoint: str | None) -> dict:
-    """Train and test one row; its results.json entry (top-1 with a bootstrap CI over test videos)."""
+def train_seed(cfg: DemoConfig, row: DemoRow, datasets: dict, run_dir: Path, checkpoint: str | None,
+               seed: int) -> dict:
+    """Train and test one row with one seed; what the row's entry needs from the run (picklable: a worker
+    process returns it). `cpu_seconds`: the process's CPU time for the run (user + system)."""
+    import resource
+
     from . import count_parameters
     from .profiling.flops import count_flops
-    res, rc, seconds = train_row(cfg, row, datasets, run_dir, checkpoint)
-    model, test = res["model"], res["test"]
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    res, rc, seconds = train_row(cfg, row, datasets, run_dir, checkpoint, seed=seed)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    test, model = res["test"], res["model"]
     params = count_parameters(model)
+    return {"seed": seed, "top1": test["video_top1"], "top5": test["video_top5"], "clip_top1": test["clip_top1"],
+            "video_correct": test["video_correct"], "test_videos": test["num_videos"],
+            "views": test["num_views"] // max(test["num_videos"], 1),
+            "val_top1": res["val"].get("top1") if res["val"] else None, "seconds": seconds,
+            "cpu_seconds": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime, "epochs": rc.optim.epochs,
+            "tunable_params": params["trainable"], "total_params": params["total"], "gflops": count_flops(model)}
+
+
+def row_entry(row: DemoRow, runs: list[dict]) -> dict:
+    """A row's results.json entry from its seeds' runs: top-1 as the mean over seeds, each seed's
+    (`top1_seeds`), their range, and the 95% interval over seeds x test videos (two-level bootstrap;
+    over test videos alone with one seed)."""
+    top1s, first = [r["top1"] for r in runs], runs[0]
+    vals = [r["val_top1"] for r in runs]
     return {"name": row.label, "method": row.method, "options": row.options, "pretrained": row.pretrained,
-            "highlight": row.highlight, "top1": test["video_top1"],
-            "top1_ci": list(bootstrap_ci(test["video_correct"])),
-            "top5": test["video_top5"], "test_videos": test["num_videos"], "tunable_params": params["trainable"],
-            "total_params": params["total"], "tunable_percent": 100.0 * params["trainable"] / params["total"],
-            "gflops": count_flops(model), "train_seconds": seconds, "clip_top1": test["clip_top1"],
-            "val_top1": res["val"].get("top1") if res["val"] else None, "epochs": rc.optim.epochs,
-            "lr": row.lr, "weight_decay": row.weight_decay,
-            "views": test["num_views"] // max(test["num_videos"], 1)}
+            "highlight": row.highlight, "seeds": [r["seed"] for r in runs], "top1": _mean(top1s),
+            "top1_seeds": top1s, "top1_range": [min(top1s), max(top1s)],
+            "top1_ci": list(bootstrap_ci_seeds([r["video_correct"] for r in runs])),
+            "ci_over": "seeds x test videos" if len(runs) > 1 else "test videos",
+            "top5": _mean([r["top5"] for r in runs]), "test_videos": first["test_videos"],
+            "tunable_params": first["tunable_params"], "total_params": first["total_params"],
+            "tunable_percent": 100.0 * first["tunable_params"] / first["total_params"], "gflops": first["gflops"],
+            "train_seconds": sum(r["seconds"] for r in runs), "seed_seconds": [r["seconds"] for r in runs],
+            "seed_cpu_seconds": [r["cpu_seconds"] for r in runs], "clip_top1": _mean([r["clip_top1"] for r in runs]),
+            "val_top1": _mean(vals) if None not in vals else None, "epochs": first["epochs"], "lr": row.lr,
+            "weight_decay": row.weight_decay, "views": first["views"]}
+
+
+# ---- running the seeds: in this process, or in worker processes of one thread each ----------------------
+_WORKER: dict = {}
+
+
+def _init_worker(datasets: dict, threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+    _WORKER["datasets"] = datasets
+
+
+def _work(cfg: DemoConfig, row: DemoRow, run_dir: Path, checkpoint: str | None, seed: int) -> dict:
+    """One (row, seed) in a worker; its console output goes to <row>/seed_<k>.log."""
+    from contextlib import redirect_stderr, redirect_stdout
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f"seed_{seed}.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
+        return train_seed(cfg, row, _WORKER["datasets"], run_dir, checkpoint, seed)
+
+
+def run_seeds(cfg: DemoConfig, datasets: dict, out: Path, checkpoint: str, done) -> dict:
+    """Every (row index, seed) run, in cfg.jobs processes of cfg.threads torch threads each (cfg.jobs = 1:
+    in this process, one after the other). Runs are deterministic at one thread, so the numbers do not
+    depend on cfg.jobs. `done(row, outcome)` after each run. Returns {(row index, seed): outcome}."""
+    jobs = [(i, row, seed, _row_dir(out, row) / f"seed_{seed}") for i, row in enumerate(cfg.rows)
+            for seed in row_seeds(cfg, row)]
+    workers = min(cfg.jobs or _cores(), len(jobs))
+    if workers <= 1:
+        return _run_here(cfg, jobs, datasets, checkpoint, done)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    ctx = multiprocessing.get_context("spawn")        # a fresh interpreter: no forked OpenMP or torch state
+    outcomes = {}
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(datasets, cfg.threads)) as pool:
+        futures = {pool.submit(_work, cfg, row, run_dir, checkpoint, seed): (i, row, seed)
+                   for i, row, seed, run_dir in jobs}
+        for fut in as_completed(futures):
+            i, row, seed = futures[fut]
+            outcomes[i, seed] = fut.result()
+            done(row, outcomes[i, seed])
+    return outcomes
+
+
+def _run_here(cfg: DemoConfig, jobs: list, datasets: dict, checkpoint: str, done) -> dict:
+    import torch
+    before, outcomes = torch.get_num_threads(), {}
+    torch.set_num_threads(cfg.threads)
+    try:
+        for i, row, seed, run_dir in jobs:
+            outcomes[i, seed] = train_seed(cfg, row, datasets, run_dir, checkpoint, seed)
+            done(row, outcomes[i, seed])
+    finally:
+        torch.set_num_threads(before)
+    return outcomes
+
+
+def _cores() -> int:
+    import os
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def run_demo(cfg: DemoConfig) -> list[dict]:
-    """Run every row; write results.{md,json,png} under cfg.out; return the rows as dicts."""
+    """Run every row with its seeds; write results.{md,json,png} under cfg.out; return the rows as dicts."""
     from .console import progress
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     ckpt = str(cfg.checkpoint or demo_checkpoint())
     datasets = demo_datasets(cfg)
-    results = []
-    # the overall bar (rows done / total, elapsed, ETA) sits above each row's own epoch bars
-    overall = progress(total=len(cfg.rows), desc="aptune demo", unit="row", position=0, leave=True)
-    with overall:
-        for i, row in enumerate(cfg.rows, 1):
-            print(f"\naptune demo [{i}/{len(cfg.rows)}] {row.label} ({time.time() - t_start:.0f} s elapsed)",
-                  flush=True)
-            r = run_row(cfg, row, datasets, _row_dir(out, row), ckpt)
-            results.append(r)
-            low, high = r["top1_ci"]
-            print(f"aptune demo: {row.label}: top-1 {r['top1']:.1f} [{low:.1f}, {high:.1f}]  top-5 {r['top5']:.1f}  "
-                  f"({r['train_seconds']:.0f} s)", flush=True)
-            overall.update(1)
+    runs = sum(len(row_seeds(cfg, r)) for r in cfg.rows)
+    workers = min(cfg.jobs or _cores(), runs)
+    print(f"aptune demo: {len(cfg.rows)} rows, {runs} training runs (seeds: {cfg.seeds} per row that decides a "
+          f"comparison), {workers} at a time x {cfg.threads} torch thread(s)"
+          + (f"; each run's log: {out}/runs/<row>/seed_<k>.log" if workers > 1 else ""), flush=True)
+
+    def done(row, r):
+        print(f"aptune demo: {row.label}, seed {r['seed']}: top-1 {r['top1']:.1f} ({r['seconds']:.0f} s)", flush=True)
+        overall.update(1)
+    # the overall bar: training runs done / total, elapsed, ETA
+    with progress(total=runs, desc="aptune demo", unit="run", position=0, leave=True) as overall:
+        outcomes = run_seeds(cfg, datasets, out, ckpt, done)
+    results = [row_entry(row, [outcomes[i, s] for s in row_seeds(cfg, row)]) for i, row in enumerate(cfg.rows)]
     total = time.time() - t_start
-    write_results(out, results, cfg, total)
+    write_results(out, results, cfg, total, _num_frames(cfg))
     print("\n" + format_table(results))
     print(f"\naptune demo: finished in {total / 60:.1f} min; results in {out}/results.md, results.json, results.png")
     return results
-
-
-# ---- reporting ----------------------------------------------------------------------------
-def format_table(rows: list[dict]) -> str:
-    """Markdown table in the shape of the APT paper's Table 5, top-1 with its 95% bootstrap interval."""
-    head = "| Method | Tunable params | Tunable % | GFLOPs | Epochs | Top-1 [95% CI] | Top-5 | Train time (s) |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        low, high = r["top1_ci"]
-        lines.append(f"| {r['name']} | {r['tunable_params']:,} | {r['tunable_percent']:.2f} | {r['gflops']:.3f} "
-                     f"| {r['epochs']} | {r['top1']:.1f} [{low:.1f}, {high:.1f}] | {r['top5']:.1f} "
-                     f"| {r['train_seconds']:.0f} |")
-    return "\n".join(lines)
-
-
-def write_results(out: Path, rows: list[dict], cfg: DemoConfig, total_seconds: float) -> None:
-    from .io import atomic_path, write_json
-    n = rows[0]["views"] if rows else 0
-    note = (f"Synthetic direction-sensitive actions (10 classes, chance 10%): {cfg.num_train} train / {cfg.num_val} "
-            f"val / {cfg.num_test} test videos; backbone `{cfg.model}`; every parameter-efficient row "
-            f"trains {cfg.epochs} epochs (linear probing on cached features and full tuning: their own counts, "
-            f"column Epochs); learning rates chosen on val (docs/DEMO.md); test = {n} views per video "
-            f"({cfg.test_clips} clips x {cfg.test_crops} crops), softmax averaged; [low, high] = 95% percentile "
-            f"bootstrap interval over test videos. GFLOPs per view ({_num_frames(cfg)}x{cfg.size}x{cfg.size}), "
-            f"one multiply-add = one FLOP. "
-            f"Total wall time {total_seconds / 60:.1f} min.")
-    with atomic_path(out / "results.md") as tmp:
-        tmp.write_text("# aptune demo\n\n" + note + "\n\n" + format_table(rows) + "\n")
-    write_json(out / "results.json", {"rows": rows, "total_seconds": total_seconds,
-                                      "config": {k: v for k, v in asdict(cfg).items() if k != "rows"}})
-    plot_results(rows, out / "results.png")
-
-
-def plot_results(rows: list[dict], path: Path) -> list:
-    """Top-1 against tunable parameters (log scale), one labelled point per method; labels move
-    around their point to avoid each other and the frame. Returns the label boxes (pixels)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_path
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        marker = "*" if r.get("highlight") else ("x" if not r["pretrained"] else "o")
-        dot = ax.scatter(r["tunable_params"], r["top1"], marker=marker, s=80 if marker == "*" else 40, zorder=3)
-        if r.get("top1_ci"):                               # the 95% bootstrap interval as an error bar
-            low, high = r["top1_ci"]
-            ax.errorbar(r["tunable_params"], r["top1"], yerr=[[r["top1"] - low], [high - r["top1"]]], fmt="none",
-                        ecolor=dot.get_facecolor()[0], capsize=3, lw=1, zorder=2)
-    ax.set_xscale("log")
-    ax.margins(x=0.15, y=0.12)
-    ax.set_xlabel("tunable parameters")
-    ax.set_ylabel("test top-1 (%), 95% bootstrap CI")
-    ax.set_title("aptune demo: accuracy vs tunable parameters")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()               # the layout is final before labels are placed in pixels
-    fig.canvas.draw()
-    renderer, frame = fig.canvas.get_renderer(), ax.get_window_extent()   # pixels: the axes box
-
-    def label(r: dict, dx: int, dy: int, ha: str = "left"):
-        t = ax.annotate(r["name"], (r["tunable_params"], r["top1"]), textcoords="offset points",
-                        xytext=(dx, dy), fontsize=8, ha=ha)
-        return t, t.get_window_extent(renderer)
-
-    spots = ((5, 4, "left"), (5, -11, "left"), (-5, 4, "right"), (-5, -11, "right"), (5, 14, "left"))
-    placed = []                      # label boxes so far; a label takes the first spot that hits none
-    for r in rows:
-        for spot in spots:
-            t, box = label(r, *spot)
-            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-            if inside and not any(box.overlaps(b) for b in placed):
-                break
-            t.remove()
-        else:
-            t, box = label(r, *spots[0])
-        placed.append(box)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return placed

@@ -1,7 +1,10 @@
 """The embedded demo: the shipped backbone loads, and a tiny end-to-end run writes the table files."""
 import json
 
+import pytest
 import torch
+import yaml
+from safetensors.torch import load_file
 
 from aptune import count_parameters, create_model, get_config
 from aptune.config import Config
@@ -10,12 +13,14 @@ from aptune.demo import (
     DemoRow,
     default_rows,
     demo_checkpoint,
+    demo_datasets,
     ensure_dataset,
-    format_table,
-    plot_results,
     run_demo,
+    train_seed,
 )
+from aptune.demo_report import format_table, plot_results
 from aptune.pretrain import MaskedVideoAutoencoder, read_pretrain_config, save_pretrain_checkpoint
+from aptune.stats import bootstrap_ci_seeds
 
 
 def test_demo_backbone_loads_into_the_zoo_model():
@@ -49,7 +54,7 @@ def test_tiny_demo_end_to_end(tmp_path):
                             "pretrain": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2, "half": True}})
     save_pretrain_checkpoint(MaskedVideoAutoencoder(get_config("tiny"), cfg.pretrain), cfg, ckpt, [])
     cfg = DemoConfig(out=str(tmp_path / "demo"), model="tiny", checkpoint=str(ckpt), num_train=10, num_val=4,
-                     num_test=5, frames=8, size=32, epochs=1, batch_size=5, test_clips=2, files=True,
+                     num_test=5, frames=8, size=32, epochs=1, batch_size=5, test_clips=2, files=True, seeds=1, jobs=1,
                      rows=[DemoRow("Linear probing", "linear", epochs=2, cache_features=True),
                            DemoRow("APT (4)", "apt", {"num_prompts": 4})])
     rows = run_demo(cfg)
@@ -86,9 +91,9 @@ def test_plot_labels_do_not_collide(tmp_path):
             assert not boxes[i].overlaps(boxes[j]), (rows[i]["name"], rows[j]["name"])
 
 
-def test_quick_demo_results_schema_and_overall_progress(tmp_path, capsys):
+def test_quick_demo_results_schema_seeds_and_overall_progress(tmp_path, capsys):
     cfg = DemoConfig.quick(str(tmp_path / "demo"))
-    cfg.num_train, cfg.num_val, cfg.num_test = 20, 10, 12
+    cfg.num_train, cfg.num_val, cfg.num_test, cfg.jobs = 20, 10, 12, 2        # two worker processes
     rows = run_demo(cfg)
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert saved["total_seconds"] > 0
@@ -96,22 +101,49 @@ def test_quick_demo_results_schema_and_overall_progress(tmp_path, capsys):
     assert [r["name"] for r in saved["rows"]] == names == [r["name"] for r in rows]
     for r in saved["rows"]:
         for key, kind in (("name", str), ("pretrained", bool), ("top1", float), ("top5", float), ("test_videos", int),
-                          ("tunable_params", int), ("gflops", float), ("train_seconds", float)):
+                          ("tunable_params", int), ("gflops", float), ("train_seconds", float), ("top1_seeds", list)):
             assert isinstance(r[key], kind), (key, r[key])
         low, high = r["top1_ci"]
         assert r["test_videos"] == 12
         assert 0 <= low <= r["top1"] <= high <= 100
-        # top-1 over 12 videos is a whole number of videos
-        assert abs(r["top1"] * 12 / 100 - round(r["top1"] * 12 / 100)) < 1e-6
-    # each row trains its own recipe's epochs (PE rows: cfg.epochs) and the table says how many
+        for top1 in r["top1_seeds"]:         # top-1 over 12 videos is a whole number of videos, for every seed
+            assert abs(top1 * 12 / 100 - round(top1 * 12 / 100)) < 1e-6
+    # seeds: 3 for the rows that decide a comparison, 1 for full tuning; the row's numbers are the seeds' runs
+    assert {r["name"]: r["seeds"] for r in saved["rows"]} == {"Linear probing": [0, 1, 2], "APT (16)": [0, 1, 2],
+                                                             "Full fine-tuning": [0]}
+    for r in saved["rows"]:
+        runs = sorted(d for d in (tmp_path / "demo" / "runs").glob(f"{r['name'].lower().split(' ')[0]}*/seed_*")
+                      if d.is_dir())
+        metrics = [json.loads((d / "eval" / "metrics.json").read_text()) for d in runs]
+        assert [d.name for d in runs] == [f"seed_{k}" for k in r["seeds"]]
+        assert r["top1_seeds"] == [m["video_top1"] for m in metrics]
+        assert r["top1"] == pytest.approx(sum(r["top1_seeds"]) / len(r["top1_seeds"]))
+        assert r["top1_range"] == [min(r["top1_seeds"]), max(r["top1_seeds"])]
+        assert r["top1_ci"] == list(bootstrap_ci_seeds([m["video_correct"] for m in metrics]))
+        assert r["ci_over"] == ("seeds x test videos" if len(runs) > 1 else "test videos")
+        assert [yaml.safe_load((d / "config.yaml").read_text())["runtime"]["seed"] for d in runs] == r["seeds"]
+    # a worker's run is the run of this process: APT (16) seed 1 again, here, gives the same test answers
+    row = next(r for r in cfg.rows if r.label == "APT (16)")
+    again = train_seed(cfg, row, demo_datasets(cfg), tmp_path / "again", str(demo_checkpoint()), seed=1)
+    metrics = json.loads((tmp_path / "demo" / "runs" / "apt_16" / "seed_1" / "eval" / "metrics.json").read_text())
+    assert again["video_correct"] == metrics["video_correct"]
+    assert "aptune: test" in (tmp_path / "demo" / "runs" / "apt_16" / "seed_1.log").read_text()   # the worker's log
+    # the seeds train differently: APT's prompts after training differ between seed 0 and seed 1
+    apt = [load_file(str(tmp_path / "demo" / "runs" / "apt_16" / f"seed_{k}" / "adapter" / "adapter.safetensors"))
+           for k in (0, 1)]
+    assert not torch.equal(apt[0]["blocks.0.kv_prompts.key"], apt[1]["blocks.0.kv_prompts.key"])
+    # each row trains its own recipe's epochs (PE rows: cfg.epochs); the table says how many, and the seeds
     md = (tmp_path / "demo" / "results.md").read_text()
     for row, r in zip(default_rows(quick=True), saved["rows"]):
         assert r["epochs"] == (row.epochs or cfg.epochs)
-        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {row.label} |"))
-        assert line.split(" | ")[4] == str(r["epochs"]) and "[" in line, line
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {row.label} |")).split(" | ")
+        assert line[4] == str(r["epochs"]) and line[5] == str(len(r["seeds"])), line
+        low, high = r["top1_ci"]
+        assert line[6] == f"{r['top1']:.1f} [{low:.1f}, {high:.1f}]"
+        assert line[7] == (f"{r['top1_range'][0]:.1f}-{r['top1_range'][1]:.1f}" if len(r["seeds"]) > 1 else "-")
     assert {r["epochs"] for r in saved["rows"]} == {1, 5}
-    # the overall bar: rows done / total (a log file gets plain lines, tests have no terminal)
+    # the overall bar: training runs done / total (a log file gets plain lines, tests have no terminal)
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("aptune demo: ")]
-    assert lines and lines[-1].startswith(f"aptune demo: {len(rows)}/{len(rows)} row (100%)"), lines
-    assert f"aptune demo: 1/{len(rows)} row" in err and "ETA" in err
+    assert lines and lines[-1].startswith("aptune demo: 7/7 run (100%)"), lines
+    assert "aptune demo: 1/7 run" in err and "ETA" in err

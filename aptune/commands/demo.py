@@ -11,22 +11,28 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (data cache, runs, results.*)")
     p.add_argument("--quick", action="store_true", help="a tiny run (few clips, 1 epoch, 3 methods) to check the setup")
     p.add_argument("--epochs", type=int, default=None, help="epochs per method (linear probing keeps its own)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="training seeds of every row that decides a comparison (default 3; the random-init and "
+                        "full-tuning reference rows keep 1)")
     p.add_argument("--num-train", type=int, default=None, help="training videos")
     p.add_argument("--num-test", type=int, default=None, help="test videos")
     p.add_argument("--methods", default=None,
                    help="comma-separated method names to keep (e.g. linear,apt,full); default all rows")
     p.add_argument("--checkpoint", default=None, help="backbone checkpoint (default: the embedded one)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="training runs at a time, each in its own process (default: the CPU cores; 1: in this process)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per training run (default 1)")
 
 
 def run(args) -> int:
-    import torch
-
     from .. import list_methods
     from ..demo import DemoConfig, run_demo
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = DemoConfig.quick(args.out) if args.quick else DemoConfig(out=args.out)
+    for name in ("jobs", "threads", "seeds"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name}: must be >= 1, got {value}")
+    cfg.jobs, cfg.threads, cfg.seeds = args.jobs or cfg.jobs, args.threads or cfg.threads, args.seeds or cfg.seeds
     if args.epochs is not None:
         cfg.epochs = args.epochs
     if args.num_train is not None:
