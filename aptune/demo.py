@@ -99,7 +99,7 @@ class DemoConfig:
     label_smoothing: float = 0.1
     files: bool = False                  # True: write the clips as mp4 under <out>/data and decode them
     seeds: int = 3                       # training seeds 0 .. seeds-1 of every row that decides a comparison
-    jobs: int | None = None              # training runs at a time, in worker processes (None: the CPU cores)
+    jobs: int | None = None              # training runs at a time, in worker processes (None: the cores, <= 8)
     threads: int = 1                     # torch threads per training run (one: deterministic, and far faster
                                          # on a busy machine than two threads fighting for the cores)
     rows: list[DemoRow] = field(default_factory=default_rows)
@@ -326,8 +326,11 @@ def _run_here(cfg: DemoConfig, jobs: list, datasets: dict, checkpoint: str, done
 
 
 def _cores() -> int:
+    """The default number of worker processes: the CPU cores this process may use, at most 8 (each worker
+    holds a copy of the clips, about 0.2 GB, besides torch)."""
     import os
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cores, 8)
 
 
 def _mean(values: list[float]) -> float:
