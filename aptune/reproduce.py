@@ -197,13 +197,15 @@ def _set_data(cfg: Config, column: str, inputs: Inputs) -> None:
 
 def cell_config(table: Table, cell: Cell, inputs: Inputs, out: Path | None) -> Config:
     """The preset of a cell with the row's overrides and the overrides given for every cell, then the
-    run's data (--data), checkpoint (--checkpoint) and run folder."""
+    run's data (--data), checkpoint (--checkpoint, else the table's Hub id for it) and run folder."""
     cfg = load_config(cell.preset, list(cell.overrides) + list(inputs.overrides))
     cfg.source = f"{table.name}: {cell.row} / {cell.column} ({cell.preset.name})"
     if cell.column in inputs.data:
         _set_data(cfg, cell.column, inputs)
     if cell.checkpoint in inputs.checkpoints:
         cfg.model.checkpoint = inputs.checkpoints[cell.checkpoint]
+    elif not cfg.model.checkpoint:                # the table's Hub id (fetched into the HF cache when run)
+        cfg.model.checkpoint = table.checkpoints[cell.checkpoint].get("hub")
     if out is not None:
         cfg.output.dir = str(out / "runs" / cell.key)
     return cfg
@@ -224,8 +226,7 @@ def check_inputs(table: Table, cells: list[Cell], inputs: Inputs, out: Path) -> 
         cfg = cell_config(table, cell, inputs, out)
         if not cfg.model.checkpoint:
             ck = table.checkpoints[cell.checkpoint]
-            hub = f"; Hub id {ck['hub']}" if ck.get("hub") else ""
-            raise ConfigError(f"{cfg.source}: needs the checkpoint {cell.checkpoint!r} ({ck.get('about', '')}{hub}): "
+            raise ConfigError(f"{cfg.source}: needs the checkpoint {cell.checkpoint!r} ({ck.get('about', '')}): "
                               f"pass --checkpoint {cell.checkpoint}=PATH")
         if cell.column not in inputs.data and cfg.data.train_list and not Path(cfg.data.train_list).is_file():
             raise MissingFileError(f"{cfg.source}: no list file {cfg.data.train_list}; pass --data {cell.column}=DIR "
@@ -332,8 +333,8 @@ def run_table(table: Table, cells: list[Cell], inputs: Inputs, out: Path, report
     todo = sum(r is None for r in results)
     print(f"aptune reproduce {table.name}: {len(cells)} runs ({len(cells) - todo} finished, {todo} to run) "
           f"in {out}/runs; report in {out}/results.{{md,json,png}}", flush=True)
-    for key in sorted({c.checkpoint for c in cells}):
-        print(f"  checkpoint {key}: {inputs.checkpoints.get(key, '(from the presets)')}")
+    for cell, cfg in {c.checkpoint: (c, cfg) for c, cfg in zip(cells, configs)}.values():
+        print(f"  checkpoint {cell.checkpoint}: {cfg.model.checkpoint}")
     with progress(total=len(cells), desc=f"aptune reproduce {table.name}", unit="run") as bar:
         for i, (cell, cfg) in enumerate(zip(cells, configs)):
             if results[i] is None:

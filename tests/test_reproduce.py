@@ -156,3 +156,17 @@ def test_tiny_table_end_to_end_killed_resumed_and_not_rerun(tiny_table, capsys):
     assert main(_args(t)) == 0
     assert "2 runs (2 finished, 0 to run)" in capsys.readouterr().out
     assert (apt_run / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_a_real_run_defaults_to_the_tables_hub_id(tiny_table, capsys):
+    """No --checkpoint: the table's Hub id is the checkpoint; offline and not cached, the run stops before any
+    work with one line naming the id (what a user with the network gets instead is the download)."""
+    table = R.load_table("table5")
+    cells = R.select(table, rows=["apt200"])
+    assert [R.cell_config(table, c, R.Inputs(), None).model.checkpoint for c in cells] == \
+        ["MCG-NJU/videomae-base", "MCG-NJU/videomae-base", "MCG-NJU/videomae-base-ssv2"]
+    out = tiny_table / "hub_out"
+    assert main(["reproduce", "table5", "--rows", "apt200", "--columns", "ucf101", "--out", str(out),
+                 "--data", f"ucf101={tiny_table / 'synth'}"]) == 2
+    err = capsys.readouterr().err
+    assert "model.checkpoint" in err and "MCG-NJU/videomae-base" in err and not out.exists()

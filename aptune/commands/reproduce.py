@@ -11,7 +11,7 @@ EPILOG = """Examples:
   aptune reproduce --list
   aptune reproduce table5 --dry-run                     # presets, paper numbers, compute; no data, no weights
   aptune reproduce table5 --columns ucf101 --data ucf101=data/ucf101 \\
-      --checkpoint videomae-k400=videomae_b_k400_pretrain.pth
+      --checkpoint videomae-k400=videomae_b_k400_pretrain.pth  # default: its Hub id, MCG-NJU/videomae-base
   aptune reproduce table5 ... optim.epochs=1            # dotted overrides apply to every run (a smoke test)
 
 A run is finished when <out>/runs/<column>/<row>/result.json exists: it is not run again (delete that
@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--videos", action="append", default=[], metavar="COLUMN=DIR",
                    help="a column's video root (default: DIR/videos of --data if it is a folder, else DIR)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="KEY=PATH",
-                   help="a backbone checkpoint by the table's key (--dry-run lists the keys)")
+                   help="a backbone checkpoint (file, folder or Hub id) by the table's key; default: the table's "
+                        "Hub id for it, fetched into the Hugging Face cache (--dry-run lists keys and ids)")
     p.add_argument("--rows", default=None,
                    help="comma-separated rows to run, by name or preset key (e.g. apt200,full; default all)")
     p.add_argument("--columns", default=None, help="comma-separated columns to run (default all)")
