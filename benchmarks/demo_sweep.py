@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aptune.demo import DemoConfig, _row_dir, demo_checkpoint, demo_datasets, train_row  # noqa: E402
+from aptune.demo import DemoConfig, _row_dir, demo_checkpoint, demo_datasets, extra_rows, train_row  # noqa: E402
 
 # The lr (per batch of 32) each row's grid is centred on: the values the rows had before the recorded
 # sweep (docs/DEMO.md), so that this script reproduces that sweep after its choices went into the demo.
@@ -60,7 +60,7 @@ def main() -> None:
         if args.epochs < 1:
             raise SystemExit(f"--epochs must be at least 1, got {args.epochs}")
         cfg = replace(cfg, epochs=args.epochs)
-    rows = cfg.rows
+    rows = cfg.rows + extra_rows()                     # LoRA (8) too: the recorded sweeps have it
     if args.rows:
         want = [r.strip() for r in args.rows.split(",")]
         unknown = set(want) - {r.label for r in rows}

@@ -17,7 +17,8 @@ def add_arguments(p) -> None:
     p.add_argument("--num-train", type=int, default=None, help="training videos")
     p.add_argument("--num-test", type=int, default=None, help="test videos")
     p.add_argument("--methods", default=None,
-                   help="comma-separated method names to keep (e.g. linear,apt,full); default all rows")
+                   help="comma-separated method names to run (e.g. linear,apt,full; lora adds the LoRA (8) row, "
+                        "not in the default table); default all default rows")
     p.add_argument("--checkpoint", default=None, help="backbone checkpoint (default: the embedded one)")
     p.add_argument("--jobs", type=int, default=None,
                    help="training runs at a time, each in its own process (default: the CPU cores; 1: in this process)")
@@ -26,7 +27,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from .. import list_methods
-    from ..demo import DemoConfig, run_demo
+    from ..demo import DemoConfig, extra_rows, run_demo
     cfg = DemoConfig.quick(args.out) if args.quick else DemoConfig(out=args.out)
     for name in ("jobs", "threads", "seeds"):
         value = getattr(args, name)
@@ -44,11 +45,12 @@ def run(args) -> int:
     known = set(list_methods())
     if args.methods:
         keep = {m.strip() for m in args.methods.split(",") if m.strip()}
-        unknown = keep - {r.method for r in cfg.rows}
+        offered = cfg.rows + ([] if args.quick else extra_rows())
+        unknown = keep - {r.method for r in offered}
         if unknown:
             raise ConfigError(f"--methods: {sorted(unknown)} not in the demo; it runs "
-                             f"{sorted({r.method for r in cfg.rows})}")
-        cfg.rows = [r for r in cfg.rows if r.method in keep]
+                             f"{sorted({r.method for r in offered})}")
+        cfg.rows = [r for r in offered if r.method in keep]
     cfg.rows = [r for r in cfg.rows if r.method in known]     # methods this install registers
     run_demo(cfg)
     return 0
