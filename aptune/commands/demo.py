@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
     p.add_argument("--num-test", type=int, default=None, help="test videos")
     p.add_argument("--methods", default=None,
                    help="comma-separated method names to run (e.g. linear,apt,full; lora adds the LoRA (8) row, "
-                        "not in the default table); default all default rows")
+                        "which the standard table leaves out); default: every row of the table")
     p.add_argument("--checkpoint", default=None, help="backbone checkpoint (default: the embedded one)")
     p.add_argument("--jobs", type=int, default=None,
                    help="training runs at a time, each in its own process (default: the CPU cores; 1: in this process)")
