@@ -145,7 +145,14 @@ def read_adapter_meta(directory: str | os.PathLike) -> dict:
         if key not in meta:
             raise CheckpointError(f"{meta_path}: field {key!r} is missing")
     _check_class_names(meta_path, meta)
+    meta["family"] = adapter_family(meta)
     return meta
+
+
+def adapter_family(meta: dict) -> str:
+    """The backbone family adapter.json names; version 1 files (before image backbones) are VideoMAE's.
+    `read_adapter_meta` fills it in, so what reads its result finds meta["family"]."""
+    return meta.get("family", "videomae")
 
 
 def _check_class_names(meta_path: Path, meta: dict) -> None:
@@ -195,7 +202,7 @@ def load_adapter(directory: str | os.PathLike, checkpoint: str | os.PathLike | N
     from .models.zoo import config_from_dict
     directory = adapter_folder(directory)
     meta = read_adapter_meta(directory)
-    config = config_from_dict(meta.get("family", "videomae"), meta["backbone"])
+    config = config_from_dict(meta["family"], meta["backbone"])
     full = get_method(meta["method"]).full_state
     rec = meta.get("backbone_weights") or {}
     seed = None

@@ -69,14 +69,14 @@ def resolve_layout(config, layout: str | None = None) -> tuple[object, str]:
     no `layout` field (VideoMAE) has only its backbone's layout; asking for another is a ConfigError
     naming both."""
     from .methods.registry import LAYOUTS
-    from .models.zoo import FAMILIES, family_of
+    from .models.zoo import family_of, get_family
     if layout is not None and layout not in LAYOUTS:
         raise ConfigError(f"layout {layout!r}: must be one of {', '.join(LAYOUTS)}")
     if hasattr(config, "layout"):
         config = config if layout is None else replace(config, layout=layout)
         return config, config.layout
     family = family_of(config)
-    fixed = FAMILIES[family][1].layout
+    fixed = get_family(family).backbone.layout
     if layout is not None and layout != fixed:
         raise ConfigError(f"layout {layout!r}: the {family} backbone has only the {fixed!r} token layout")
     return config, fixed

@@ -22,7 +22,8 @@ CARD = "README.md"
 
 
 def write_card(directory: str | os.PathLike, meta: dict) -> Path:
-    """Write directory/README.md for the adapter described by `meta` (its adapter.json)."""
+    """Write directory/README.md for the adapter described by `meta` (its adapter.json, as
+    `adapters.read_adapter_meta` gives it: "family" filled in for version 1 files)."""
     path = Path(directory) / CARD
     with atomic_path(path) as tmp:
         tmp.write_text(render_card(meta))
@@ -63,18 +64,18 @@ def render_card(meta: dict) -> str:
 def _backbone_name(meta: dict) -> str:
     rec = meta.get("backbone_weights") or {}
     if meta.get("backbone_weights") is None:
-        return f"a fully fine-tuned {meta.get('family', 'videomae')} model"
+        return f"a fully fine-tuned {meta['family']} model"
     if rec.get("hub"):
         return rec["hub"]["id"]
     if rec.get("path"):
         return Path(rec["path"]).name
-    return f"a random {meta.get('family', 'videomae')} backbone (seed {rec.get('random_seed')})"
+    return f"a random {meta['family']} backbone (seed {rec.get('random_seed')})"
 
 
 def _section_backbone(meta: dict, rec: dict, hub: dict) -> str:
     b = meta["backbone"]
     lines = ["## Backbone", "",
-             f"- family: {meta.get('family', 'videomae')}; width {b.get('embed_dim')}, {b.get('depth')} blocks, "
+             f"- family: {meta['family']}; width {b.get('embed_dim')}, {b.get('depth')} blocks, "
              f"{b.get('num_heads')} heads, patch {b.get('patch_size')}"]
     if meta.get("backbone_weights") is None:
         lines.append("- every weight trained: the adapter file holds the whole model; no backbone is needed")

@@ -156,7 +156,7 @@ class MultiTaskModel(nn.Module):
     # ---- checks ---------------------------------------------------------------------------------
     def _check_config(self, name: str, directory: Path, meta: dict):
         """The adapter's backbone config (same family and architecture as ours) and clip (same as the other tasks')."""
-        family = meta.get("family", "videomae")
+        family = meta["family"]
         if family != self.backbone.family:
             raise ConfigError(f"task {name!r} ({directory}) was trained on a {family} backbone; this model's "
                               f"backbone is {self.backbone.family}")
@@ -407,7 +407,7 @@ def load_adapters(adapters: dict[str, str | os.PathLike], checkpoint: str | os.P
             raise MissingFileError(f"task {first_name!r} ({first_dir}): its backbone {rec.get('path')!r} is not "
                                    "there; pass checkpoint= (--checkpoint) with the weights the adapters were "
                                    "trained on")
-    config = replace(config_from_dict(meta.get("family", "videomae"), meta["backbone"]), num_classes=0)
+    config = replace(config_from_dict(meta["family"], meta["backbone"]), num_classes=0)
     with warnings.catch_warnings():     # the file's classification head is skipped: every task brings its own
         warnings.filterwarnings("ignore", message=".*classification head.*skipped")
         backbone = create_model(config, checkpoint=checkpoint).to(device)

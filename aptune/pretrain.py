@@ -35,7 +35,6 @@ from .config import Config, PretrainConfig, validate_pretrain
 from .console import progress as console_progress
 from .data.datasets import VideoDataset
 from .data.prepare import text_lines, videos_in
-from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .engine.bad_videos import BadVideoLog
 from .engine.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from .engine.runtime import Runtime
@@ -45,6 +44,7 @@ from .errors import CheckpointError, DataError, MissingFileError
 from .models.layers import Block, TokenLayout, sinusoid_table, trunc_normal_init
 from .models.videomae import VideoMAEConfig, VideoMAEViT
 from .models.zoo import get_config
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
 
 
 # ---- masking and targets ------------------------------------------------------------------

@@ -178,3 +178,34 @@ def test_what_was_written_with_the_old_names_still_loads():
     assert net.family == "videomae" and type(net).__name__ == "VideoMAEViT"
     with pytest.raises(AttributeError, match="module 'aptune' has no attribute 'ViTConfg'"):
         aptune.ViTConfg  # noqa: B018
+
+
+def test_a_family_is_one_module_that_registers_itself(tmp_path):
+    """A family registered from outside the package (its config, backbone and a zoo model: what a family's
+    module does on import) builds by name, takes a method, and its adapter saves and loads back: nothing
+    else in aptune needs to know it."""
+    from aptune.models.videomae import VideoMAEConfig, VideoMAEViT
+    from aptune.models.zoo import register_family, register_model, tiny_models, unregister_family
+
+    @dataclasses.dataclass
+    class ToyConfig(VideoMAEConfig):
+        family = "toy"
+
+    class Toy(VideoMAEViT):
+        family = "toy"
+
+    register_family("toy", ToyConfig, Toy)
+    try:
+        register_model("toy-tiny", ToyConfig(embed_dim=32, depth=2, num_heads=2, patch_size=8, num_frames=4,
+                                             img_size=16, num_classes=3), tiny=True)
+        assert "toy-tiny" in aptune.list_models() and "toy-tiny" in tiny_models()
+        torch.manual_seed(0)
+        model = aptune.create_model("toy-tiny", method="lora", rank=2)
+        assert type(model) is Toy and model.family == "toy"
+        model.save_pretrained(tmp_path / "adapter", backbone={"path": None, "random_seed": 0})
+        again = aptune.load_adapter(tmp_path / "adapter", allow_random_backbone=True).eval()
+        x = torch.randn(1, 3, 4, 16, 16)
+        torch.testing.assert_close(again(x), model.eval()(x))
+    finally:
+        unregister_family("toy")
+    assert "toy-tiny" not in aptune.list_models() and "toy-tiny" not in tiny_models()

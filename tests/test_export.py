@@ -167,7 +167,7 @@ def test_hf_folder_loads_in_transformers_with_aptunes_logits(adapters, tmp_path,
         torch.testing.assert_close(got, net(x), atol=1e-4, rtol=1e-4)
     assert hf.config.id2label == dict(enumerate(CLASSES)) and hf.config.label2id == {"walk": 0, "run": 1, "jump": 2}
     assert hf.config.layer_norm_eps == 1e-6 and hf.config.use_mean_pooling and hf.config.num_hidden_layers == DEPTH
-    # aptune reads the folder back (videomae_formats' hf-videomae reader)
+    # aptune reads the folder back (models/videomae/formats.py's hf-videomae reader)
     again = aptune.create_model(str(tmp_path / "hf")).eval()
     with torch.no_grad():
         torch.testing.assert_close(again(x), got, atol=1e-5, rtol=1e-5)

@@ -1,8 +1,9 @@
 """Every registered method on every backbone family, against the method contract (PEFT-style shared tester).
 
-Parametrised over `aptune.list_methods()` x BACKBONES, so a new method or family is covered the
-moment it registers; a new method must add an identity recipe to IDENTITY, a new family a tiny
-zoo model to BACKBONES. A method that does not support a family's token layout must refuse it by name.
+Parametrised over `aptune.list_methods()` x the tiny zoo models of every registered backbone family
+(models/zoo.py), so a new method or family is covered the moment it registers; a new method must add
+an identity recipe to IDENTITY, a new family registers a tiny zoo model (checked below). A method that
+does not support a family's token layout must refuse it by name.
 """
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import torch.nn.functional as F
 
 import aptune
 from aptune.methods import get_method
+from aptune.models.zoo import get_config, list_families, tiny_models
 
 from helpers import clip_for, method_model, plain_model
 
 NUM_CLASSES = 5
-# backbone family -> a tiny zoo model of it
-BACKBONES = {"videomae": "tiny", "clip": "tiny-clip", "clip-joint": "tiny-clip-joint", "vit": "tiny-vit"}
+BACKBONES = tiny_models()           # every family's test-size zoo models (both layouts of the image ViTs)
 
 
 def _zero_approx_prompts(model):
@@ -43,7 +44,13 @@ IDENTITY = {
     "aim": ({"norm_per_frame": False}, None),  # adapters' fc2 and the temporal embedding start at zero
 }
 
-PAIRS = [pytest.param(b, m, id=f"{b}-{m}") for b, m in itertools.product(BACKBONES.values(), aptune.list_methods())]
+PAIRS = [pytest.param(b, m, id=f"{b}-{m}") for b, m in itertools.product(BACKBONES, aptune.list_methods())]
+
+
+def test_every_family_has_a_tiny_model_and_every_layout_is_covered():
+    assert {type(get_config(m)).family for m in BACKBONES} == set(list_families()) == {"videomae", "clip", "vit"}
+    layouts = {aptune.create_model(m).layout for m in BACKBONES}
+    assert layouts == {"joint", "frames"}
 
 
 def supported(backbone: str, name: str) -> bool:

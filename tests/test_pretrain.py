@@ -186,7 +186,7 @@ def test_matches_hugging_face_videomae_for_pretraining():
     from transformers import VideoMAEConfig, VideoMAEForPreTraining
 
     from aptune.models.checkpoints import Source
-    from aptune.models.videomae_formats import _HF_RENAME, _convert_hf
+    from aptune.models.videomae.formats import _HF_RENAME, _convert_hf
     hf_cfg = VideoMAEConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
                             patch_size=8, tubelet_size=2, num_frames=4, image_size=32, use_mean_pooling=False,
                             layer_norm_eps=1e-6, norm_pix_loss=True, decoder_hidden_size=32,

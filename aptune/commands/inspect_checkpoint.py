@@ -28,7 +28,7 @@ def describe_adapter(path: Path) -> dict:
     state = read_state(path / WEIGHTS)
     rec = meta.get("backbone_weights") or {}
     return {"kind": "adapter", "method": meta["method"], "method_config": meta["method_config"],
-            "family": meta.get("family", "videomae"), "tensors": len(state),
+            "family": meta["family"], "tensors": len(state),
             "parameters": sum(t.numel() for t in state.values()),
             "classes": meta["backbone"].get("num_classes"), "class_names": meta.get("class_names"),
             "backbone_weights": rec or None,

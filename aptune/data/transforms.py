@@ -32,10 +32,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 from .rand_augment import RandAugment, resolve_policy
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass

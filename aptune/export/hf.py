@@ -34,7 +34,7 @@ from ..console import warn
 from ..errors import ExportError
 from ..io import write_json
 from ..methods.lora import merge_lora
-from ..models.videomae_formats import _HF_RENAME, _HF_TOP
+from ..models.videomae.formats import _HF_RENAME, _HF_TOP
 from .common import Exported, check_logits, prepare, reference, staged
 
 ARCHITECTURE = "VideoMAEForVideoClassification"
@@ -51,7 +51,7 @@ MISSING = {
 
 
 def _inverse(table: dict[str, str]) -> dict[str, str]:
-    """aptune name -> transformers name, from the reader's table (videomae_formats); where two transformers
+    """aptune name -> transformers name, from the reader's table (models/videomae/formats.py); where two transformers
     names map to one of ours, the first listed: transformers 4's q_bias / v_bias (module docstring)."""
     out: dict[str, str] = {}
     for theirs, ours in table.items():

@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..models.image_vit import TemporalEmbedding
 from ..models.layers import DropPath, trunc_normal_init
 from .registry import check_int, check_layers, check_prob, register, resolve_layers
 
@@ -123,7 +124,6 @@ class AIMBlock(nn.Module):
                        "regrouped across a clip's frames) and trains the temporal embedding and ln_post, which "
                        "every task on a shared backbone uses")
 def apply(model, cfg: AIMConfig) -> list[nn.Module]:
-    from ..models.image_vit import TemporalEmbedding
     if not (hasattr(model, "temporal_embed") and hasattr(model, "frame_norm")):
         raise ConfigError(f"aim: needs an image ViT backbone (families clip, vit); this is a {model.family} backbone")
     layers = resolve_layers(cfg.layers, model.depth, "aim")

@@ -26,6 +26,7 @@ import torch.nn as nn
 from ..errors import CheckpointError
 from ..models.checkpoints import Converted, Source, register_format
 from ..models.layers import uniform_prompt_bound
+from ..models.videomae.formats import add_native, convert_native, infer_hints
 from .registry import check_int, check_layers, check_prob, register, resolve_layers
 
 
@@ -95,7 +96,6 @@ def apply(model, cfg: APTConfig) -> list[nn.Module]:
 
 # ---- the authors' checkpoints --------------------------------------------------------------------
 def _convert_official(state: dict, source: Source) -> Converted:
-    from ..models.videomae_formats import add_native, convert_native, infer_hints
     pk, pv = state["prompt_embeddings_k"], state.get("prompt_embeddings_v")
     ps = state.get("prompt_scale")
     if pv is None or pv.shape != pk.shape or pk.ndim != 3:

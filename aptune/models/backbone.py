@@ -1,5 +1,5 @@
-"""The backbone contract: what every backbone family (VideoMAE today, image ViTs next) provides,
-and the forward pass they share.
+"""The backbone contract: what every backbone family (VideoMAE, the image ViTs; registered in zoo.py)
+provides, and the forward pass they share.
 
 A family subclasses `Backbone` and gives
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import tempfile
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -36,6 +37,57 @@ from torch.utils.checkpoint import checkpoint
 from .. import adapters
 from ..errors import ConfigError
 from .layers import SEAMS, TokenLayout
+
+
+@dataclass
+class BackboneConfig:
+    """The fields every family's config has (what the contract reads). A family's dataclass subclasses
+    it, adds its own fields (at least `mean` and `std`, the input normalisation of its weights), states
+    its `family` and `grid(num_frames, img_size)` and extends `validate`."""
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    in_chans: int = 3
+    num_frames: int = 16
+    img_size: int = 224
+    qkv_bias: bool = True         # biases on the attention's input projection (VideoMAE: q and v only)
+    norm_eps: float = 1e-6
+    num_classes: int = 0
+    drop_rate: float = 0.0        # dropout after projections
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0   # stochastic depth, linearly increasing over blocks
+    head_dropout: float = 0.0     # dropout before the classification head (VideoMAE's fc_drop_rate)
+
+    family = ""
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    def bad(self, field: str, msg: str):
+        raise ConfigError(f"{type(self).__name__}.{field}: {msg}")
+
+    def validate(self) -> None:
+        if self.embed_dim % self.num_heads:
+            self.bad("num_heads", f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.img_size % self.patch_size:
+            self.bad("img_size", f"{self.img_size} is not divisible by patch_size {self.patch_size}")
+        if self.depth < 1:
+            self.bad("depth", "must be at least 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+        d = {k: tuple(v) if k in ("mean", "std") else v for k, v in d.items()}   # JSON gives lists
+        return cls(**d)
 
 
 class Backbone(nn.Module):

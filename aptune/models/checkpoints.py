@@ -12,10 +12,12 @@
                               usual transfer case); position tables go to the backbone's own rule;
                               any other mismatch or missing backbone tensor is an error
 
-Formats are recognised by their keys, never by file names, and each lives in the file of its
-backbone family (`videomae_formats.py`) or method (the official APT layout in `methods/apt.py`),
-registered with `register_format`. Pickles are untrusted: only tensors, containers and a few
-harmless types (argparse.Namespace, numpy scalars/dtypes/arrays) may be unpickled.
+Formats are recognised by their keys, never by file names, and each lives beside its backbone
+family (`videomae/formats.py`, `image_vit/formats.py`) or method (the official APT layout in
+`methods/apt.py`), registered with `register_format` when that module is imported (importing any part
+of aptune imports them all: the package imports every family and method). Pickles are untrusted:
+only tensors, containers and a few harmless types (argparse.Namespace, numpy scalars/dtypes/arrays)
+may be unpickled.
 """
 from __future__ import annotations
 
@@ -29,10 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from ..errors import CheckpointError, MissingFileError, UnsafeCheckpointError
 from ..hub import resolve
+from .torchscript import read_torchscript
+from .zoo import build_backbone
+
+try:
+    from numpy._core import multiarray as ma
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray as ma
 
 __all__ = ["load_checkpoint", "read_state", "read_checkpoint", "describe_checkpoint", "safe_torch_load",
            "register_format", "formats", "Converted", "Source", "UnsafeCheckpointError"]
@@ -45,20 +57,11 @@ HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 def _allowed_globals() -> list:
     """Harmless types real checkpoints pickle: argparse.Namespace (APT/VideoMAE `args`), numpy scalars,
     dtypes and arrays (DeepSpeed saves, RNG states). Entries with a name also accept numpy 1.x module paths."""
-    allowed: list = [argparse.Namespace]
-    try:
-        import numpy as np
-        try:
-            from numpy._core import multiarray as ma
-        except ImportError:  # numpy 1.x
-            from numpy.core import multiarray as ma
-        allowed += [np.dtype, np.ndarray, ma.scalar, ma._reconstruct,
-                    (ma.scalar, "numpy.core.multiarray.scalar"),
-                    (ma._reconstruct, "numpy.core.multiarray._reconstruct")]
-        if hasattr(np, "dtypes"):
-            allowed += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
-    except ImportError:
-        pass
+    allowed: list = [argparse.Namespace, np.dtype, np.ndarray, ma.scalar, ma._reconstruct,
+                     (ma.scalar, "numpy.core.multiarray.scalar"),
+                     (ma._reconstruct, "numpy.core.multiarray._reconstruct")]
+    if hasattr(np, "dtypes"):
+        allowed += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
     return allowed
 
 
@@ -93,12 +96,9 @@ def safe_torch_load(path: str | os.PathLike):
 
 
 def _read_file(path: str):
-    from .torchscript import read_torchscript
     with open(path, "rb") as f:
         magic = f.read(16)
     if len(magic) >= 9 and magic[8:9] == b"{":  # safetensors: 8-byte header length, then JSON
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
         try:
             return load_file(path)
         except SafetensorError as e:
@@ -207,9 +207,7 @@ def register_format(name: str, description: str, detect, convert, priority: int 
 
 
 def formats() -> list[Format]:
-    """Every registered format, in detection order (imports the modules that register them)."""
-    from .. import methods  # noqa: F401  (method files register their own formats)
-    from . import image_vit_formats, videomae_formats  # noqa: F401
+    """Every registered format, in detection order."""
     return sorted(_FORMATS.values(), key=lambda f: f.priority)
 
 
@@ -252,7 +250,6 @@ def read_checkpoint(path: str | os.PathLike, raw=None) -> Converted:
 def _plain_names(model) -> tuple[set[str], set[str]]:
     """State-dict names of the plain backbone (no method) and, of those, the head modules' ones;
     built on the meta device (no memory)."""
-    from .zoo import build_backbone
     with torch.device("meta"):
         plain = build_backbone(model.config)
     head_ids = {id(p) for m in plain.head_modules() for p in m.parameters()}

@@ -1,58 +1,80 @@
-"""Named backbone configurations and the backbone families.
+"""The backbone families and the zoo: each family's module registers itself on import (models/__init__.py
+imports them), as timm registers models beside their family.
 
-    get_config(name, **overrides)   a fresh config of a zoo model
-    build_backbone(config)          the backbone module of that config's family
-    config_from_dict(family, d)     a config read back from an adapter file
+    register_family(name, config class, backbone class)
+    register_model(name, config, tiny=False, aliases=())   a named config (tiny: a test-size model, for tests
+                                               and smoke runs; aliases: its older names, which keep working)
+    get_config(name, **overrides)              a fresh config of a zoo model (or of an old name: ALIASES)
+    build_backbone(config)                     the backbone module of that config's family
+    config_from_dict(family, d)                a config read back from an adapter file
+
+A family's module gives its config dataclass (`family` = its name, `to_dict` / `from_dict`, `validate`,
+`grid`), its `Backbone` subclass (models/backbone.py), its checkpoint formats (models/checkpoints.py's
+`register_format`) and its zoo models, with at least one tiny one: the tests take the families and
+their tiny models from here.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ..errors import ConfigError, UnknownNameError
-from .image_vit import CLIPViTConfig, ImageViT, SupViTConfig
-from .videomae import VideoMAEConfig, VideoMAEViT
 
-# family name -> (config class, backbone class); a new family is one entry here
-FAMILIES: dict[str, tuple[type, type]] = {
-    "videomae": (VideoMAEConfig, VideoMAEViT),
-    "clip": (CLIPViTConfig, ImageViT),     # OpenAI CLIP's vision tower (image_vit.py)
-    "vit": (SupViTConfig, ImageViT),       # the supervised timm / Google ViT
-}
 
-ZOO: dict[str, object] = {
-    "videomae-vit-s": VideoMAEConfig(embed_dim=384, depth=12, num_heads=6),
-    "videomae-vit-b": VideoMAEConfig(embed_dim=768, depth=12, num_heads=12),
-    "videomae-vit-l": VideoMAEConfig(embed_dim=1024, depth=24, num_heads=16),
-    "videomae-vit-h": VideoMAEConfig(embed_dim=1280, depth=32, num_heads=16),
-    # the embedded demo backbone (aptune/assets/videomae-demo.pth): 8 frames of 48x48 -> 4x6x6 = 144 tokens
-    "videomae-demo": VideoMAEConfig(embed_dim=192, depth=6, num_heads=3, patch_size=8, num_frames=8, img_size=48),
-    # the demo's backbone (aptune/assets/vit-demo.pth, supervised on frame-shuffled clips, docs/PRETRAIN.md;
-    # its old name vit-demo is an alias):
-    # 4 frames of 32x32, tubelet 1 -> 4x4x4 = 64 tokens, about 5x cheaper per clip than videomae-demo. Tubelet 1:
-    # a token spanning two frames carries their order into the frozen features. No fc_norm and a head at normal
-    # init scale: VideoMAE's head (LayerNorm on the mean token, init x 0.001) stalled small ViTs trained from few
-    # steps (docs/PRETRAIN.md, "Diagnosis")
-    "videomae-demo-4f": VideoMAEConfig(embed_dim=128, depth=4, num_heads=4, patch_size=8, tubelet_size=1, num_frames=4,
-                                  img_size=32, fc_norm=False, init_scale=1.0),
-    # tiny models for tests and smoke runs: head_dim 16, 4 frames of 32x32 -> 2x4x4 = 32 tokens
-    "tiny": VideoMAEConfig(embed_dim=64, depth=4, num_heads=4, patch_size=8, num_frames=4, img_size=32),
-    # image backbones (the APT paper's Table 6), 8 frames of 224, each frame its own sequence by default
-    "clip-vit-b16": CLIPViTConfig(embed_dim=768, depth=12, num_heads=12, patch_size=16),
-    "clip-vit-l14": CLIPViTConfig(embed_dim=1024, depth=24, num_heads=16, patch_size=14),
-    "vit-b16": SupViTConfig(embed_dim=768, depth=12, num_heads=12, patch_size=16),
-    # their tiny versions: 4 frames of 32x32 -> 4 x (1 + 16) tokens
-    "tiny-clip": CLIPViTConfig(embed_dim=64, depth=4, num_heads=4, patch_size=8, num_frames=4, img_size=32),
-    "tiny-clip-joint": CLIPViTConfig(embed_dim=64, depth=4, num_heads=4, patch_size=8, num_frames=4, img_size=32,
-                                     layout="joint"),
-    "tiny-vit": SupViTConfig(embed_dim=64, depth=4, num_heads=4, patch_size=8, num_frames=4, img_size=32),
-}
+@dataclass(frozen=True)
+class Family:
+    name: str
+    config: type
+    backbone: type
 
-# older names that configs, adapters and checkpoints written before a rename still use
-ALIASES = {"vit-demo": "videomae-demo-4f"}     # a VideoMAE-family model; the family "vit" is timm's supervised ViT
+
+FAMILIES: dict[str, Family] = {}
+ZOO: dict[str, object] = {}
+TINY: list[str] = []            # test-size zoo models, in the order they registered
+ALIASES: dict[str, str] = {}    # old name -> zoo name: what configs and checkpoints written before a rename use
+
+
+def register_family(name: str, config: type, backbone: type) -> None:
+    if name in FAMILIES:
+        raise ValueError(f"backbone family {name!r} registered twice")
+    if getattr(config, "family", None) != name:
+        raise ValueError(f"backbone family {name!r}: its config class {config.__name__} must say family = {name!r}")
+    FAMILIES[name] = Family(name, config, backbone)
+
+
+def register_model(name: str, config, tiny: bool = False, aliases: tuple[str, ...] = ()) -> None:
+    for n in (name, *aliases):
+        if n in ZOO or n in ALIASES:
+            raise ValueError(f"zoo model {n!r} registered twice")
+    if family_of(config) not in FAMILIES:
+        raise ValueError(f"zoo model {name!r}: register its family {family_of(config)!r} first")
+    ZOO[name] = config
+    ALIASES.update(dict.fromkeys(aliases, name))
+    if tiny:
+        TINY.append(name)
+
+
+def unregister_family(name: str) -> None:
+    """Remove a family and its zoo models (tests that register a toy family clean up with this)."""
+    FAMILIES.pop(name, None)
+    gone = {n for n, c in ZOO.items() if family_of(c) == name}
+    for n in gone:
+        del ZOO[n]
+    for old in [a for a, n in ALIASES.items() if n in gone]:
+        del ALIASES[old]
+    TINY[:] = [n for n in TINY if n not in gone]
+
+
+def list_families() -> list[str]:
+    return list(FAMILIES)
 
 
 def list_models() -> list[str]:
     return sorted(ZOO)
+
+
+def tiny_models() -> list[str]:
+    """The test-size zoo models of every family."""
+    return list(TINY)
 
 
 def canonical_name(name: str) -> str:
@@ -75,15 +97,19 @@ def family_of(config) -> str:
     return type(config).family
 
 
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ConfigError(f"unknown backbone family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
 def build_backbone(config):
     """The backbone module for `config` (any family's config class)."""
-    for cfg_cls, net_cls in FAMILIES.values():
-        if isinstance(config, cfg_cls):
-            return net_cls(config)
+    fam = FAMILIES.get(getattr(type(config), "family", None))
+    if fam is not None and isinstance(config, fam.config):
+        return fam.backbone(config)
     raise ConfigError(f"no backbone family for config {type(config).__name__}; families: {', '.join(FAMILIES)}")
 
 
 def config_from_dict(family: str, d: dict):
-    if family not in FAMILIES:
-        raise ConfigError(f"unknown backbone family {family!r}; known: {', '.join(FAMILIES)}")
-    return FAMILIES[family][0].from_dict(d)
+    return get_family(family).config.from_dict(d)

@@ -19,9 +19,9 @@ import re
 
 import torch
 
-from ..errors import CheckpointError
-from .checkpoints import Converted, Source, register_format
-from .videomae import VideoMAEConfig
+from ...errors import CheckpointError
+from ..checkpoints import Converted, Source, register_format
+from .model import VideoMAEConfig
 
 # fields that decide whether tensors fit; the others (frames, size, classes, eps) may differ
 STRUCTURE_FIELDS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "tubelet_size", "in_chans",

@@ -8,41 +8,29 @@
 
 No class token; all tokens of a clip attend to each other (layout "joint"). Methods attach to the
 seams of `layers.Block`; this file knows none of them. The checkpoint formats of this family are
-in `videomae_formats.py`.
+in `formats.py`, its zoo models in `__init__.py`.
 """
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..errors import ConfigError
-from .backbone import Backbone
-from .layers import Block, PatchEmbed, TokenLayout, sinusoid_table, trunc_normal_init
+from ...errors import ConfigError
+from ...normalization import IMAGENET_MEAN, IMAGENET_STD
+from ..backbone import Backbone, BackboneConfig
+from ..layers import Block, PatchEmbed, TokenLayout, sinusoid_table, trunc_normal_init
+from ..positions import interpolate_pos_embed
 
 
 @dataclass
-class VideoMAEConfig:
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    patch_size: int = 16
+class VideoMAEConfig(BackboneConfig):
+    """VideoMAE's ViT: the shared fields (models/backbone.py; qkv_bias: q and v biases, the key has none)
+    and these."""
     tubelet_size: int = 2
-    in_chans: int = 3
-    num_frames: int = 16
-    img_size: int = 224
-    qkv_bias: bool = True         # VideoMAE's q and v biases (the key has none)
-    norm_eps: float = 1e-6
     fc_norm_eps: float | None = None  # eps of fc_norm when it differs from norm_eps (HF VideoMAE: 1e-5)
-    num_classes: int = 0
-    drop_rate: float = 0.0        # dropout after projections
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.0   # stochastic depth, linearly increasing over blocks
-    head_dropout: float = 0.0     # dropout before the classification head (VideoMAE's fc_drop_rate)
     init_scale: float = 0.001     # head weights are scaled by this after init (VideoMAE)
     fc_norm: bool = True          # LayerNorm on the pooled tokens (VideoMAE); False: the head sees the mean
     learnable_pos_embed: bool = False
@@ -51,10 +39,6 @@ class VideoMAEConfig:
 
     family = "videomae"
 
-    @property
-    def head_dim(self) -> int:
-        return self.embed_dim // self.num_heads
-
     def grid(self, num_frames: int | None = None, img_size: int | None = None) -> tuple[int, int, int]:
         """Token grid (t, h, w) for a clip of num_frames x img_size x img_size."""
         T = num_frames or self.num_frames
@@ -62,28 +46,9 @@ class VideoMAEConfig:
         return T // self.tubelet_size, S // self.patch_size, S // self.patch_size
 
     def validate(self) -> None:
-        def bad(field, msg):
-            raise ConfigError(f"VideoMAEConfig.{field}: {msg}")
-        if self.embed_dim % self.num_heads:
-            bad("num_heads", f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.num_frames % self.tubelet_size:
-            bad("num_frames", f"{self.num_frames} frames are not divisible by tubelet_size {self.tubelet_size}")
-        if self.img_size % self.patch_size:
-            bad("img_size", f"{self.img_size} is not divisible by patch_size {self.patch_size}")
-        if self.depth < 1:
-            bad("depth", "must be at least 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "VideoMAEConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"VideoMAEConfig: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
-        d = {k: tuple(v) if k in ("mean", "std") else v for k, v in d.items()}   # JSON gives lists
-        return cls(**d)
+            self.bad("num_frames", f"{self.num_frames} frames are not divisible by tubelet_size {self.tubelet_size}")
+        super().validate()
 
 
 class VideoMAEViT(Backbone):
@@ -148,7 +113,6 @@ class VideoMAEViT(Backbone):
     def fit_position_table(self, key: str, t: torch.Tensor, source_grid, report: dict) -> torch.Tensor | None:
         """A checkpoint's position table for this model (checkpoints.fit): a learned table is
         interpolated over the (t, h, w) grid; with the fixed sin-cos table the file's is dropped."""
-        from .positions import interpolate_pos_embed
         c = self.config
         if not c.learnable_pos_embed:
             fixed = t.shape[-1] == c.embed_dim and torch.allclose(

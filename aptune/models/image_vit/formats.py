@@ -33,9 +33,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
-from .checkpoints import Converted, Source, register_format
-from .image_vit import CLIPViTConfig, SupViTConfig
+from ...errors import CheckpointError
+from ..checkpoints import Converted, Source, register_format
+from .model import CLIPViTConfig, SupViTConfig
 
 DROP = "drop"
 STRUCTURE_FIELDS = ("embed_dim", "depth", "patch_size", "in_chans", "mlp_ratio", "qkv_bias", "patch_bias", "ln_pre")
@@ -179,20 +179,31 @@ def _is_hf_clip(state: dict, source: Source) -> bool:
     return any(re.match(r"^(vision_model\.)?embeddings\.class_embedding$", k) for k in state)
 
 
+_QKV_NAMES = {"query": "q", "key": "k", "value": "v", "q_proj": "q", "k_proj": "k", "v_proj": "v"}
+
+
+def _hf_rename(name: str, layer: str, qkv: str, block: dict, top: dict):
+    """`_convert`'s rename for a Hugging Face layout: `layer` matches a block key (groups: index, rest),
+    `qkv` a q/k/v projection inside it (groups: which, weight|bias); other block keys go through `block`,
+    the rest through `top`."""
+    m = re.match(layer, name)
+    if not m:
+        return top.get(name)
+    i, rest = int(m.group(1)), m.group(2)
+    part = re.fullmatch(qkv, rest)
+    if part:
+        return ("qkv", i, _QKV_NAMES.get(part.group(1), part.group(1)), part.group(2))
+    new = block.get(rest)
+    return f"blocks.{i}.{new}" if new else None
+
+
 def _convert_hf_clip(state: dict, source: Source) -> Converted:
     def rename(k: str):
         if k.startswith(_HF_CLIP_OTHER):
             return DROP
         name = k[len("vision_model."):] if k.startswith("vision_model.") else k
-        m = re.match(r"^encoder\.layers\.(\d+)\.(.+)$", name)
-        if m:
-            i, rest = int(m.group(1)), m.group(2)
-            part = re.fullmatch(r"self_attn\.([qkv])_proj\.(weight|bias)", rest)
-            if part:
-                return ("qkv", i, part.group(1), part.group(2))
-            new = _HF_CLIP_BLOCK.get(rest)
-            return f"blocks.{i}.{new}" if new else None
-        return _HF_CLIP_TOP.get(name)
+        return _hf_rename(name, r"^encoder\.layers\.(\d+)\.(.+)$", r"self_attn\.([qkv])_proj\.(weight|bias)",
+                          _HF_CLIP_BLOCK, _HF_CLIP_TOP)
 
     out = _convert("hf-clip", "clip", state, rename)
     if any(k.startswith(_HF_CLIP_OTHER) for k in out.dropped):
@@ -220,7 +231,6 @@ _HF_VIT_TOP = {"embeddings.cls_token": "cls_token", "embeddings.position_embeddi
                "embeddings.mask_token": DROP, "layernorm.weight": "ln_post.weight", "layernorm.bias": "ln_post.bias",
                "pooler.dense.weight": DROP, "pooler.dense.bias": DROP,
                "classifier.weight": "head.weight", "classifier.bias": "head.bias"}
-_QKV_NAMES = {"query": "q", "key": "k", "value": "v", "q_proj": "q", "k_proj": "k", "v_proj": "v"}
 
 
 def _is_hf_vit(state: dict, source: Source) -> bool:
@@ -230,15 +240,9 @@ def _is_hf_vit(state: dict, source: Source) -> bool:
 def _convert_hf_vit(state: dict, source: Source) -> Converted:
     def rename(k: str):
         name = k[len("vit."):] if k.startswith("vit.") else k
-        m = re.match(r"^(?:encoder\.layer|layers)\.(\d+)\.(.+)$", name)
-        if m:
-            i, rest = int(m.group(1)), m.group(2)
-            part = re.fullmatch(r"attention\.(?:attention\.)?(query|key|value|[qkv]_proj)\.(weight|bias)", rest)
-            if part:
-                return ("qkv", i, _QKV_NAMES[part.group(1)], part.group(2))
-            new = _HF_VIT_BLOCK.get(rest)
-            return f"blocks.{i}.{new}" if new else None
-        return _HF_VIT_TOP.get(name)
+        return _hf_rename(name, r"^(?:encoder\.layer|layers)\.(\d+)\.(.+)$",
+                          r"attention\.(?:attention\.)?(query|key|value|[qkv]_proj)\.(weight|bias)",
+                          _HF_VIT_BLOCK, _HF_VIT_TOP)
 
     out = _convert("hf-vit", "vit", state, rename)
     if any("pooler." in k for k in out.dropped):

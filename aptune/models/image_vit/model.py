@@ -25,20 +25,20 @@ Backbone-level seams (besides the block seams of `layers.Block`), filled by meth
 
 Parameters are named as timm names them (`cls_token`, `pos_embed`, `patch_embed.proj`, `blocks.{i}.attn.qkv`,
 ...), CLIP's extra pre-norm `ln_pre` and the final norm `ln_post` (timm's `norm`, renamed as AIM does), so
-every method seam and LoRA target works unchanged. Checkpoint formats: `image_vit_formats.py`.
+every method seam and LoRA target works unchanged. Checkpoint formats: `formats.py`; zoo models: `__init__.py`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import CheckpointError, ConfigError
-from .backbone import Backbone
-from .layers import ACTIVATIONS, Block, TokenLayout, trunc_normal_init
+from ...errors import CheckpointError
+from ..backbone import Backbone, BackboneConfig
+from ..layers import ACTIVATIONS, Block, TokenLayout, trunc_normal_init
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)     # OpenAI CLIP's preprocessing (clip.py)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -47,26 +47,13 @@ IMAGE_LAYOUTS = ("frames", "joint")
 
 
 @dataclass
-class ImageViTConfig:
-    """Fields shared by the image ViT families; use `CLIPViTConfig` or `SupViTConfig`."""
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    patch_size: int = 16
-    in_chans: int = 3
+class ImageViTConfig(BackboneConfig):
+    """Fields shared by the image ViT families, besides every family's (models/backbone.py; qkv_bias: a
+    bias on the fused q, k, v projection); use `CLIPViTConfig` or `SupViTConfig`."""
     num_frames: int = 8
-    img_size: int = 224
-    qkv_bias: bool = True          # a bias on the fused q, k, v projection
     patch_bias: bool = True        # a bias on the patch embedding (CLIP's conv1 has none)
     ln_pre: bool = False           # a LayerNorm after the embedding (CLIP)
     act: str = "gelu"              # MLP activation: gelu (exact) or quick_gelu (CLIP)
-    norm_eps: float = 1e-6
-    num_classes: int = 0
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    head_dropout: float = 0.0
     layout: str = "frames"         # frames | joint (module docstring)
     mean: tuple[float, float, float] = HALF
     std: tuple[float, float, float] = HALF
@@ -77,42 +64,19 @@ class ImageViTConfig:
     def tubelet_size(self) -> int:
         return 1                   # every frame is embedded on its own
 
-    @property
-    def head_dim(self) -> int:
-        return self.embed_dim // self.num_heads
-
     def grid(self, num_frames: int | None = None, img_size: int | None = None) -> tuple[int, int, int]:
         """Patch grid (t, h, w) of one frame: (1, S/p, S/p)."""
         s = (img_size or self.img_size) // self.patch_size
         return 1, s, s
 
     def validate(self) -> None:
-        def bad(field, msg):
-            raise ConfigError(f"{type(self).__name__}.{field}: {msg}")
-        if self.embed_dim % self.num_heads:
-            bad("num_heads", f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        if self.img_size % self.patch_size:
-            bad("img_size", f"{self.img_size} is not divisible by patch_size {self.patch_size}")
-        if self.depth < 1:
-            bad("depth", "must be at least 1")
+        super().validate()
         if self.num_frames < 1:
-            bad("num_frames", f"must be at least 1, got {self.num_frames}")
+            self.bad("num_frames", f"must be at least 1, got {self.num_frames}")
         if self.act not in ACTIVATIONS:
-            bad("act", f"must be one of {sorted(ACTIVATIONS)}, got {self.act!r}")
+            self.bad("act", f"must be one of {sorted(ACTIVATIONS)}, got {self.act!r}")
         if self.layout not in IMAGE_LAYOUTS:
-            bad("layout", f"must be one of {', '.join(IMAGE_LAYOUTS)}, got {self.layout!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
-        d = {k: tuple(v) if k in ("mean", "std") else v for k, v in d.items()}   # JSON gives lists
-        return cls(**d)
+            self.bad("layout", f"must be one of {', '.join(IMAGE_LAYOUTS)}, got {self.layout!r}")
 
 
 @dataclass
