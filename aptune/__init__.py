@@ -15,13 +15,12 @@ from .models import Backbone, VideoMAEConfig, VideoMAEViT, get_config, list_mode
 from .models.videomae import deprecated_names
 from .multitask import MultiTaskModel, load_adapters
 from .profiling import count_flops
+from .version import __version__
 from .workflows import EvalResult, Prediction, TrainResult, evaluate, predict, train
 
-__version__ = "0.1.0"
 __getattr__ = deprecated_names(__name__)      # ViTConfig, VisionTransformer: deprecated VideoMAE names
 
 __all__ = ["AptuneError", "Backbone", "EvalResult", "MultiTaskModel", "Prediction", "TrainResult", "VideoMAEConfig",
-           "VideoMAEViT", "apply_method", "evaluate", "predict", "train",
-           "count_flops", "count_parameters", "create_model", "from_pretrained", "get_config", "list_methods",
-           "list_models", "load_adapter", "load_adapters", "print_trainable_parameters", "push_to_hub", "save_adapter",
-           "save_pretrained"]
+           "VideoMAEViT", "__version__", "apply_method", "count_flops", "count_parameters", "create_model",
+           "evaluate", "from_pretrained", "get_config", "list_methods", "list_models", "load_adapter", "load_adapters",
+           "predict", "print_trainable_parameters", "push_to_hub", "save_adapter", "save_pretrained", "train"]

@@ -19,8 +19,10 @@ import pkgutil
 import re
 import sys
 
-from . import __version__, commands
+from . import commands
+from .engine.distributed import exit_worker
 from .errors import AptuneError
+from .version import __version__
 
 USER_ERRORS = (AptuneError, OSError)
 
@@ -62,7 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     rc = _main(argv)
     if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from .engine.distributed import exit_worker
         exit_worker(rc)   # a torchrun worker: skip interpreter shutdown (see exit_worker)
     return rc
 

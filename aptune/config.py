@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from .data.rand_augment import resolve_policy
 from .errors import AptuneError, ConfigError, MissingFileError
+from .factory import resolve_layout
 from .hub import resolve
+from .io import atomic_path
+from .methods import get_method, list_methods, make_config
+from .models.zoo import canonical_name, get_config, is_model, list_models
 
 
 @dataclass
@@ -150,7 +155,6 @@ class Config:
         return d
 
     def save(self, path: str | os.PathLike) -> None:
-        from .io import atomic_path
         with atomic_path(path) as tmp:
             tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
@@ -182,8 +186,6 @@ class Config:
                  lists: tuple[str, ...] = ("val", "test")) -> None:
         """Fail before any work on settings that cannot run, naming the field. `lists`: the list files
         besides train that must exist when set (eval of the test split needs no val list)."""
-        from .methods import get_method, list_methods, make_config
-
         def bad(key, msg):
             raise ConfigError(f"{self.source}: {key}: {msg}")
 
@@ -196,7 +198,6 @@ class Config:
             mcfg = make_config(self.method.name, **self.method.options)
         except ConfigError as e:
             bad("method", str(e))
-        from .api import resolve_layout
         try:
             _, layout = resolve_layout(vit, self.model.layout)
         except ConfigError as e:
@@ -308,7 +309,6 @@ def relative_note(path: str) -> str:
 
 def _check_model_and_clip(cfg: Config, bad):
     """model.name is a zoo model and data's clip fits its tubelet and patch; returns its config."""
-    from .models.zoo import get_config, is_model, list_models
     if not is_model(cfg.model.name):
         bad("model.name", f"unknown model {cfg.model.name!r}; known: {', '.join(list_models())}")
     vit, d = get_config(cfg.model.name), cfg.data
@@ -348,7 +348,6 @@ def validate_pretrain(cfg: Config, need_videos: bool = True) -> None:
     if p.init and not Path(p.init).exists():
         bad("pretrain.init", f"file not found: {p.init}")
     if cfg.runtime.device == "cuda":
-        import torch
         if not torch.cuda.is_available():
             bad("runtime.device", "cuda asked for, but no CUDA device is available on this machine")
 
@@ -364,7 +363,6 @@ FIXED_ON_RESUME = ("model.", "method.", "data.num_frames", "data.img_size", "dat
 
 
 def _flat(cfg: "Config") -> dict:
-    from .models.zoo import canonical_name
     d = cfg.to_dict()
     out = {}
     for sec, fields in d.items():

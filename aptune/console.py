@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 import time
 
+from tqdm import tqdm
+
 
 def warn(message: str) -> None:
     """One line on stderr, `aptune: warning: ...` (stdout stays for results)."""
@@ -80,10 +82,8 @@ def progress(iterable=None, total=None, desc: str = "", unit: str = "it", show: 
     """A progress bar (tqdm on a terminal, plain periodic lines otherwise); `show=False` (or tqdm's
     `disable=True`) hides it."""
     if kw.pop("disable", False) or not show:
-        from tqdm import tqdm
         return tqdm(iterable, total=total, disable=True)
     if sys.stderr.isatty():
-        from tqdm import tqdm
         return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, **kw)
     kw.pop("leave", None)
     kw.pop("dynamic_ncols", None)

@@ -13,13 +13,27 @@ baseline that shows what the pre-training is worth.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .data.synthetic import SynthConfig
+import torch
+
+from .config import Config
+from .console import progress
+from .data.datasets import VideoDataset
+from .data.synthetic import CLASSES, SynthConfig, generate_dataset, labeled_clip
 from .demo_report import format_table, write_results
+from .engine.train import train
 from .errors import ConfigError, MissingFileError
+from .factory import count_parameters
+from .models.zoo import get_config
+from .profiling.flops import count_flops
 from .stats import bootstrap_ci_seeds
 
 ASSET = Path(__file__).parent / "assets" / "vit-demo.pth"
@@ -126,7 +140,6 @@ def demo_synth_config(cfg: DemoConfig) -> SynthConfig:
 
 def ensure_dataset(cfg: DemoConfig) -> Path:
     """Generate the labeled clips under <out>/data unless the same recipe is already there."""
-    from .data.synthetic import generate_dataset
     root = Path(cfg.out) / "data"
     synth = demo_synth_config(cfg)
     want = {"seed": cfg.seed, "sizes": {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test},
@@ -143,12 +156,10 @@ def ensure_dataset(cfg: DemoConfig) -> Path:
 
 
 def _num_frames(cfg: DemoConfig) -> int:
-    from .models.zoo import get_config
     return get_config(cfg.model).num_frames
 
 
 def _render_split(cfg: DemoConfig, split: str, n: int, bar) -> tuple[list, list]:
-    from .data.synthetic import labeled_clip
     synth = demo_synth_config(cfg)
     clips, labels = [], []
     for i in range(n):
@@ -164,9 +175,6 @@ def demo_datasets(cfg: DemoConfig, splits=("train", "val", "test")) -> dict:
     and row). cfg.files=False renders the clips straight into memory (about 400 a second): thousands
     of labeled clips then cost seconds instead of the minutes H.264 coding takes; cfg.files=True
     writes and decodes the mp4 files under <out>/data, the path a real dataset takes."""
-    from .console import progress
-    from .data.datasets import VideoDataset
-    from .data.synthetic import CLASSES
     common = dict(num_frames=_num_frames(cfg), sampling_rate=cfg.sampling_rate, img_size=cfg.size, seed=cfg.seed)
     # mild crops (objects must stay in view) and no flip: the classes name directions
     kwargs = {"train": dict(mode="train", flip=False, scale=(0.7, 1.0)), "val": dict(mode="val"),
@@ -189,7 +197,6 @@ def demo_datasets(cfg: DemoConfig, splits=("train", "val", "test")) -> dict:
 
 
 def _run_config(cfg: DemoConfig, row: DemoRow, run_dir: Path, checkpoint: str | None, seed: int = 0):
-    from .config import Config
     epochs = row.epochs or cfg.epochs
     c = Config.from_dict({
         "data": {"num_frames": _num_frames(cfg), "sampling_rate": cfg.sampling_rate, "img_size": cfg.size,
@@ -222,9 +229,6 @@ def train_row(cfg: DemoConfig, row: DemoRow, datasets: dict, run_dir: Path, chec
     test=False: no test at the end, as the val sweep wants). The seed sets what training draws: the new
     parameters' init (and a random backbone's), the data order, the augmentation and dropout; the clips
     stay the same. Returns (train()'s result, the run config, seconds)."""
-    import shutil
-
-    from .engine.train import train
     if run_dir.exists():
         shutil.rmtree(run_dir)                                               # a fresh run each time
     rc = _run_config(cfg, row, run_dir, checkpoint if row.pretrained else None, seed)
@@ -240,10 +244,7 @@ def train_seed(cfg: DemoConfig, row: DemoRow, datasets: dict, run_dir: Path, che
                seed: int) -> dict:
     """Train and test one row with one seed; what the row's entry needs from the run (picklable: a worker
     process returns it). `cpu_seconds`: the process's CPU time for the run (user + system)."""
-    import resource
-
-    from . import count_parameters
-    from .profiling.flops import count_flops
+    import resource  # Unix only: imported where it is used, so that aptune imports elsewhere
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     res, rc, seconds = train_row(cfg, row, datasets, run_dir, checkpoint, seed=seed)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -282,14 +283,12 @@ _WORKER: dict = {}
 
 
 def _init_worker(datasets: dict, threads: int) -> None:
-    import torch
     torch.set_num_threads(threads)
     _WORKER["datasets"] = datasets
 
 
 def _work(cfg: DemoConfig, row: DemoRow, run_dir: Path, checkpoint: str | None, seed: int) -> dict:
     """One (row, seed) in a worker; its console output goes to <row>/seed_<k>.log."""
-    from contextlib import redirect_stderr, redirect_stdout
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(run_dir.parent / f"seed_{seed}.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
         return train_seed(cfg, row, _WORKER["datasets"], run_dir, checkpoint, seed)
@@ -306,8 +305,6 @@ def run_seeds(cfg: DemoConfig, datasets: dict, out: Path, checkpoint: str, done)
     workers = min(cfg.jobs or _cores(), len(jobs))
     if workers <= 1:
         return _run_here(cfg, jobs, datasets, checkpoint, done)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
     ctx = multiprocessing.get_context("spawn")        # a fresh interpreter: no forked OpenMP or torch state
     outcomes = {}
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
@@ -322,7 +319,6 @@ def run_seeds(cfg: DemoConfig, datasets: dict, out: Path, checkpoint: str, done)
 
 
 def _run_here(cfg: DemoConfig, jobs: list, datasets: dict, checkpoint: str, done) -> dict:
-    import torch
     before, outcomes = torch.get_num_threads(), {}
     torch.set_num_threads(cfg.threads)
     try:
@@ -337,7 +333,6 @@ def _run_here(cfg: DemoConfig, jobs: list, datasets: dict, checkpoint: str, done
 def _cores() -> int:
     """The default number of worker processes: the CPU cores this process may use, at most 8 (each worker
     holds a copy of the clips, about 0.2 GB, besides torch)."""
-    import os
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return min(cores, 8)
 
@@ -348,7 +343,6 @@ def _mean(values: list[float]) -> float:
 
 def run_demo(cfg: DemoConfig) -> list[dict]:
     """Run every row with its seeds; write results.{md,json,png} under cfg.out; return the rows as dicts."""
-    from .console import progress
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()

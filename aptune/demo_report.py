@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from .io import atomic_path, pyplot, write_json
+
 
 def format_table(rows: list[dict]) -> str:
     """Markdown table in the shape of the APT paper's Table 5: top-1 as the mean over the row's training
@@ -26,7 +28,6 @@ def format_table(rows: list[dict]) -> str:
 def write_results(out: Path, rows: list[dict], cfg, total_seconds: float, num_frames: int) -> None:
     """results.md (the note and the table), results.json (rows, total time, the DemoConfig) and results.png;
     `num_frames`: the frames of a view (the model's, for the GFLOPs note)."""
-    from .io import atomic_path, write_json
     n = rows[0]["views"] if rows else 0
     note = (f"Synthetic direction-sensitive actions (10 classes, chance 10%): {cfg.num_train} train / {cfg.num_val} "
             f"val / {cfg.num_test} test videos; backbone `{cfg.model}`; every parameter-efficient row "
@@ -49,11 +50,7 @@ def write_results(out: Path, rows: list[dict], cfg, total_seconds: float, num_fr
 def plot_results(rows: list[dict], path: Path) -> list:
     """Top-1 against tunable parameters (log scale), one labelled point per method; labels move
     around their point to avoid each other and the frame. Returns the label boxes (pixels)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_path
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
         marker = "*" if r.get("highlight") else ("x" if not r["pretrained"] else "o")

@@ -35,9 +35,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .adapters import WEIGHTS, _fill, adapter_folder, backbone_fingerprint, read_adapter_meta, recorded_backbone
-from .api import create_model
+from .adapter_files import WEIGHTS, adapter_folder, backbone_fingerprint, read_adapter_meta, recorded_backbone
+from .adapters import fill_adapter
 from .errors import CheckpointError, ConfigError, MissingFileError, UnknownNameError
+from .factory import create_model
 from .methods import MixedBatch, apply_method, get_method, make_config
 from .models.layers import EMPTY_SEAMS
 from .models.zoo import build_backbone, config_from_dict
@@ -254,7 +255,7 @@ class MultiTaskModel(nn.Module):
                     _set_tensor(mod, rel, self._shared_tensor(full))
                 elif t.is_meta:
                     _set_tensor(mod, rel, _empty_like(t, device))
-        _fill(skel, directory / WEIGHTS, skel.tuning.name)
+        fill_adapter(skel, directory / WEIGHTS, skel.tuning.name)
         return heads
 
     def _walk(self, path: str) -> nn.Module | None:

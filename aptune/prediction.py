@@ -6,10 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from .adapters import load_adapter
 from .console import warn
+from .data.datasets import BadVideo, VideoDataset
 from .data.prepare import VIDEO_EXTENSIONS as VIDEO_EXT
 from .data.prepare import videos_in
+from .engine.evaluate import average_views
 from .errors import ConfigError, MissingFileError
+from .multitask import load_adapters
 
 
 def load_predictor(adapter, checkpoint=None, random_backbone: bool = False, allow_other_backbone: bool = False,
@@ -17,7 +23,6 @@ def load_predictor(adapter, checkpoint=None, random_backbone: bool = False, allo
     """(model, tasks or None, clip settings) for `adapter`: one folder or Hub id (a plain model), or
     {task: folder} (a MultiTaskModel); the clip is the adapter's recorded one with `asked` on top, each
     differing value warned about, as are adapters without class names."""
-    from .adapters import load_adapter
     tasks = dict(adapter) if isinstance(adapter, dict) else None
     if tasks is None:
         source = str(adapter)
@@ -25,7 +30,6 @@ def load_predictor(adapter, checkpoint=None, random_backbone: bool = False, allo
                              allow_other_backbone=allow_other_backbone)
         recorded = model.adapter_meta.get("clip")
     else:
-        from .multitask import load_adapters
         if random_backbone:
             raise ConfigError("--random-backbone works with one adapter; several tasks share a real backbone")
         model = load_adapters(tasks, checkpoint=checkpoint, allow_other_backbone=allow_other_backbone)
@@ -61,7 +65,6 @@ def clip_settings(recorded: dict | None, asked: dict) -> tuple[dict, list[str]]:
 
 def _views(config, paths: list[Path], clips: int, crops: int, clip: dict):
     """The test views of each video, decoded once: a dataset whose item i is ((V, 3, T, S, S), label)."""
-    from .data.datasets import VideoDataset
     norm = {k: tuple(clip[k]) for k in ("mean", "std") if clip.get(k)}
     return VideoDataset([(str(p), 0) for p in paths], mode="test", num_frames=clip["num_frames"] or config.num_frames,
                         sampling_rate=clip["sampling_rate"], img_size=clip["img_size"] or config.img_size,
@@ -75,7 +78,6 @@ def _top(probs, names, top: int) -> list:
 
 def _decoded(ds, paths: list[Path]):
     """(path, views (V, 3, T, S, S) or None, reason or None) per video: a bad one does not stop the rest."""
-    from .data.datasets import BadVideo
     for i, p in enumerate(paths):
         item = ds[i]
         if isinstance(item, BadVideo):
@@ -87,9 +89,6 @@ def _decoded(ds, paths: list[Path]):
 def predict_videos(model, paths: list[Path], clips: int, crops: int, clip: dict, top: int = 5):
     """Yields {"video", "top": [(class_name, probability), ...]} per video, softmax averaged over clips x
     crops views; {"video", "error"} for a video that cannot be decoded."""
-    import torch
-
-    from .engine.evaluate import average_views
     ds = _views(model.config, paths, clips, crops, clip)
     names = getattr(model, "class_names", None) or [str(i) for i in range(model.config.num_classes)]
     model.eval()
@@ -103,9 +102,6 @@ def predict_tasks(mt, paths: list[Path], clips: int, crops: int, clip: dict, top
     """Yields {"video", "task", "top"} for every video and task of the MultiTaskModel `mt` ({"video",
     "error"} once for a video that cannot be decoded): each video is decoded once, and the views of all
     tasks go through the backbone as one mixed batch."""
-    import torch
-
-    from .engine.evaluate import average_views
     ds = _views(mt.backbone.config, paths, clips, crops, clip)
     tasks = mt.tasks
     with torch.no_grad():

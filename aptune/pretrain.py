@@ -41,6 +41,7 @@ from .engine.runtime import Runtime
 from .engine.state import save_checkpoint
 from .engine.train import EpochSampler
 from .errors import CheckpointError, DataError, MissingFileError
+from .models.checkpoints import read_state, unwrap
 from .models.layers import Block, TokenLayout, sinusoid_table, trunc_normal_init
 from .models.videomae import VideoMAEConfig, VideoMAEViT
 from .models.zoo import get_config
@@ -179,7 +180,6 @@ def backbone_state_from_pretrain(state: dict[str, torch.Tensor]) -> dict[str, to
 
 def read_pretrain_config(path: str | os.PathLike) -> VideoMAEConfig:
     """The backbone VideoMAEConfig stored by `pretrain` in a checkpoint's `aptune` entry."""
-    from .models.checkpoints import read_state
     ckpt = read_state(path)
     meta = ckpt.get("aptune") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "backbone" not in meta:
@@ -242,7 +242,6 @@ def load_autoencoder_weights(model: MaskedVideoAutoencoder, path: str | os.PathL
     official VideoMAE layout (one written by `pretrain`, or VideoMAE's own). Every tensor of the
     model except the unused fine-tuning head must be there with the same shape. Returns the
     file's lineage for `save_checkpoint(parent=...)`: its name and aptune metadata, if any."""
-    from .models.checkpoints import read_state, unwrap
     state, _, extras = unwrap(read_state(path), str(path))
     own = model.state_dict()
     need = [k for k in own if not k.startswith(("encoder.fc_norm.", "encoder.head."))]

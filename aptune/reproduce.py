@@ -17,15 +17,24 @@ over test videos beside the paper's, as Markdown, JSON and PNG.
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 
 from .config import Config, load_config
+from .console import progress, warn
+from .engine.build import build_model
+from .engine.train import train
 from .errors import ConfigError, MissingFileError
+from .factory import count_parameters
+from .io import write_json
+from .profiling.flops import count_flops
+from .stats import bootstrap_ci
 
 TABLES = Path(__file__).resolve().parent.parent / "configs" / "reproduce"
 COLUMN_KEYS = {"label", "presets", "checkpoint", "num_classes", "train_videos", "val_videos", "test_videos"}
@@ -244,11 +253,6 @@ def model_cost(cfg: Config, num_classes: int, cache: dict) -> tuple[int, float]:
     key = (cfg.model.name, cfg.model.layout, cfg.method.name, repr(sorted(cfg.method.options.items())),
            cfg.data.num_frames, cfg.data.img_size)
     if key not in cache:
-        import torch
-
-        from . import count_parameters
-        from .engine.build import build_model
-        from .profiling.flops import count_flops
         with torch.device("meta"):                     # shapes only: no memory, no weights
             model = build_model(cfg, num_classes=1, checkpoint=None)
         cache[key] = (count_parameters(model)["trainable"], count_flops(model), model.embed_dim)
@@ -281,11 +285,6 @@ def result_path(out: Path, cell: Cell) -> Path:
 
 def run_cell(cell: Cell, cfg: Config) -> dict:
     """Train (resuming a killed run) and test one cell; its result.json, written last (atomically)."""
-    from . import count_parameters
-    from .engine.train import train
-    from .io import write_json
-    from .profiling.flops import count_flops
-    from .stats import bootstrap_ci
     t0 = time.time()
     res = train(cfg, resume="auto")
     test = res["test"]
@@ -304,9 +303,6 @@ def run_cell(cell: Cell, cfg: Config) -> dict:
 def read_result(out: Path, cell: Cell, cfg: Config) -> dict | None:
     """A finished cell's result.json (None if the cell has not finished); warns when the cell was run
     with other settings than asked now (the finished result is kept: delete its folder to run it again)."""
-    import json
-
-    from .console import warn
     path = result_path(out, cell)
     if not path.is_file():
         return None
@@ -327,7 +323,6 @@ def _flat(d: dict) -> dict:
 def run_table(table: Table, cells: list[Cell], inputs: Inputs, out: Path, report) -> list[dict]:
     """Run every cell not finished yet, in order; `report(results)` after each cell, so the table on disk
     always holds what is done. Returns the cells' results (finished ones read back)."""
-    from .console import progress
     configs = check_inputs(table, cells, inputs, out)
     results = [read_result(out, c, cfg) for c, cfg in zip(cells, configs)]
     todo = sum(r is None for r in results)

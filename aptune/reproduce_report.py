@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .io import atomic_path, pyplot, write_json
 from .reproduce import Cell, Table
 
 
@@ -83,7 +84,6 @@ def format_results(table: Table, rows: list[dict]) -> str:
 
 def write_report(out: Path, table: Table, cells: list[Cell], results: list[dict | None],
                  overrides: list[str]) -> None:
-    from .io import atomic_path, write_json
     rows = report_rows(cells, results)
     done = sum(r["top1"] is not None for r in rows)
     note = (f"{table.source}. aptune: video top-1 of the multi-view test, [low, high] = 95% percentile bootstrap "
@@ -98,11 +98,7 @@ def write_report(out: Path, table: Table, cells: list[Cell], results: list[dict 
 
 def plot_results(table: Table, rows: list[dict], path: Path) -> None:
     """One line per run: aptune's top-1 with its 95% interval (dot and bar) and the paper's (open diamond)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_path
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.32 * len(rows)))
     for y, r in enumerate(rows):
         if r["top1"] is not None:

@@ -18,8 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .adapters import load_adapter, read_adapter_meta
 from .config import SECTIONS, Config, load_config
-from .errors import ConfigError
+from .console import warn
+from .engine import distributed as D
+from .engine.build import build_dataset, build_model, use_adapter_clip
+from .engine.evaluate import run_test_protocol
+from .engine.runtime import Runtime, resolve_device
+from .engine.state import is_training_snapshot, load_model_state
+from .engine.train import train as run_training
+from .errors import ConfigError, MissingFileError
+from .hub import is_hub_id
+from .models.checkpoints import load_checkpoint, read_checkpoint, read_state
+from .prediction import find_videos, load_predictor, predict_tasks, predict_videos
 
 
 @dataclass
@@ -92,7 +103,6 @@ def train(config_or_path, *, resume: bool | str = False, datasets: dict | None =
     """Fine-tune as `aptune train` does (see engine/train.py): resume True continues the newest checkpoint
     in output.dir, "auto" continues one if there is one; `datasets` ({"train", "val", "test"}) replaces
     the list files (data already in memory)."""
-    from .engine.train import train as run_training
     out = run_training(make_config(config_or_path, overrides), datasets=datasets, resume=resume)
     return TrainResult(Path(out["run_dir"]), Path(out["adapter_dir"]), out["val"], out["test"], out["best_top1"],
                        out["global_step"], out["model"])
@@ -106,12 +116,6 @@ def evaluate(config_or_path, *, adapter=None, checkpoint=None, backbone=None, sp
     or from `checkpoint` (a training snapshot or full weights). With an adapter, the clip is the one it
     was trained with unless an override names another (with a warning). Writes metrics.json and
     confusion.png into `out` (default <output.dir>/eval)."""
-    from .adapters import read_adapter_meta
-    from .console import warn
-    from .engine import distributed as D
-    from .engine.build import build_dataset, use_adapter_clip
-    from .engine.evaluate import run_test_protocol
-    from .engine.runtime import Runtime, resolve_device
     if bool(adapter) == bool(checkpoint):
         raise ConfigError("evaluate: give exactly one of adapter= (an adapter folder or Hub id) and checkpoint=")
     cfg = make_config(config_or_path, overrides)
@@ -139,12 +143,6 @@ def evaluate(config_or_path, *, adapter=None, checkpoint=None, backbone=None, sp
 def eval_model(cfg: Config, num_classes: int | None, adapter=None, checkpoint=None, backbone=None,
                random_backbone: bool = False, allow_other_backbone: bool = False):
     """The model to evaluate from an adapter (folder or Hub id), a training snapshot, or plain weights."""
-    from .adapters import load_adapter
-    from .engine.build import build_model
-    from .engine.state import is_training_snapshot, load_model_state
-    from .errors import MissingFileError
-    from .hub import is_hub_id
-    from .models.checkpoints import load_checkpoint, read_checkpoint, read_state
     if adapter:
         return load_adapter(adapter, checkpoint=backbone or cfg.model.checkpoint,
                             allow_random_backbone=random_backbone, allow_other_backbone=allow_other_backbone)
@@ -167,7 +165,6 @@ def iter_predict(videos, adapter, checkpoint=None, clips: int = 2, crops: int = 
                  sampling_rate: int | None = None, random_backbone: bool = False,
                  allow_other_backbone: bool = False):
     """`predict`, one Prediction at a time as each video is done (what `aptune predict` prints from)."""
-    from .prediction import find_videos, load_predictor, predict_tasks, predict_videos
     paths = find_videos([os.fspath(v) for v in videos] if isinstance(videos, (list, tuple)) else os.fspath(videos))
     asked = {"num_frames": num_frames, "img_size": img_size, "sampling": sampling, "sampling_rate": sampling_rate}
     model, tasks, clip = load_predictor(adapter, checkpoint, random_backbone, allow_other_backbone, asked)

@@ -10,6 +10,11 @@ import argparse
 import json
 from pathlib import Path
 
+from ..config import load_config
+from ..console import progress
+from ..data.decode import check_video
+from ..data.prepare import read_list_file
+from ..data.sampling import min_frames
 from ..errors import DataError, MissingFileError
 
 HELP = ("decode every video of a list file; report missing, empty, truncated, undecodable and "
@@ -41,7 +46,6 @@ def clip_shape(args: argparse.Namespace) -> tuple[dict, str | None]:
     data section, then the defaults."""
     shape, root = dict(CLIP_DEFAULTS), args.root
     if args.config:
-        from ..config import load_config
         d = load_config(args.config).data
         shape = {k: getattr(d, k) for k in CLIP_DEFAULTS}
         root = root or d.root
@@ -52,11 +56,6 @@ def clip_shape(args: argparse.Namespace) -> tuple[dict, str | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..console import progress
-    from ..data.decode import check_video
-    from ..data.prepare import read_list_file
-    from ..data.sampling import min_frames
-
     if not Path(args.list).exists():
         raise MissingFileError(f"list file {args.list} not found")
     shape, root = clip_shape(args)

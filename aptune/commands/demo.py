@@ -1,7 +1,9 @@
 """`aptune demo`: the embedded end-to-end demo (what `make demo` runs)."""
 from __future__ import annotations
 
+from ..demo import DemoConfig, extra_rows, run_demo
 from ..errors import ConfigError
+from ..methods import list_methods
 
 HELP = ("fine-tune linear/VPT/AdaptFormer/APT/full from the embedded pre-trained backbone on synthetic "
         "actions and print the comparison table (minutes on a CPU, nothing downloaded)")
@@ -26,8 +28,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .. import list_methods
-    from ..demo import DemoConfig, extra_rows, run_demo
     cfg = DemoConfig.quick(args.out) if args.quick else DemoConfig(out=args.out)
     for name in ("jobs", "threads", "seeds"):
         value = getattr(args, name)

@@ -10,6 +10,11 @@ adapter records; a different clip shape is used only when given as a dotted over
 from __future__ import annotations
 
 import argparse
+import os
+
+from ..config import apply_override
+from ..engine.evaluate import summary
+from ..workflows import evaluate
 
 HELP = "evaluate with the multi-view protocol (clips x crops, softmax averaged per video)"
 
@@ -36,11 +41,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    from ..config import apply_override
-    from ..engine.evaluate import summary
-    from ..workflows import evaluate
     overrides: dict = {}
     for item in args.overrides:                       # section.key=value, parsed as YAML as in every command
         apply_override(overrides, item)

@@ -15,11 +15,15 @@ import argparse
 import time
 from pathlib import Path
 
+from ..adapters import load_adapter
+from ..errors import ConfigError
+from ..export import FORMATS, export_model
+from ..factory import count_parameters
+
 HELP = "export a trained adapter with its backbone to ONNX, a torch.export program or a transformers folder"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..export import FORMATS
     p.add_argument("adapter", metavar="ADAPTER_DIR", help="adapter folder saved by `aptune train`")
     p.add_argument("--format", required=True, choices=list(FORMATS),
                    help="; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
@@ -34,10 +38,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..adapters import load_adapter
-    from ..api import count_parameters
-    from ..errors import ConfigError
-    from ..export import FORMATS, export_model
     if args.opset is not None and args.format != "onnx":
         raise ConfigError(f"--opset applies to --format onnx, not {args.format}")
     model = load_adapter(args.adapter, checkpoint=args.checkpoint, allow_random_backbone=args.random_backbone,

@@ -11,6 +11,12 @@ import argparse
 import json
 from pathlib import Path
 
+from ..adapters import META, WEIGHTS, read_adapter_meta, recorded_backbone
+from ..engine.state import is_training_snapshot
+from ..errors import CheckpointError
+from ..hub import resolve
+from ..models.checkpoints import describe_checkpoint, read_state
+
 HELP = "show what a checkpoint, training snapshot (step_*.pt) or adapter folder holds"
 
 
@@ -22,8 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def describe_adapter(path: Path) -> dict:
-    from ..adapters import WEIGHTS, read_adapter_meta, recorded_backbone
-    from ..models.checkpoints import read_state
     meta = read_adapter_meta(path)
     state = read_state(path / WEIGHTS)
     rec = meta.get("backbone_weights") or {}
@@ -48,11 +52,6 @@ def describe_snapshot(payload: dict) -> dict:
 
 
 def describe(path: str) -> dict:
-    from ..adapters import META, WEIGHTS
-    from ..engine.state import is_training_snapshot
-    from ..errors import CheckpointError
-    from ..hub import resolve
-    from ..models.checkpoints import describe_checkpoint, read_state
     p = Path(resolve(path))                     # a Hub id: its cached snapshot folder
     if p.is_dir() and (p / META).exists():
         return describe_adapter(p)

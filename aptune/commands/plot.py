@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..engine.logging import read_metrics
 from ..errors import DataError
+from ..io import pyplot
 
 HELP = "plot loss / accuracy / lr curves of a training run into PNG files"
 
@@ -16,11 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Three panels (loss, top-1, lr) against the optimizer step; returns the PNG path."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..engine.logging import read_metrics
+    plt = pyplot()
     recs = read_metrics(run_dir)
     train = [r for r in recs if r["kind"] == "train"]
     epochs = [r for r in recs if r["kind"] == "epoch"]

@@ -14,7 +14,11 @@ all tasks' views in one mixed batch; it prints the top classes per task.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+
+from ..prediction import parse_adapters
+from ..workflows import iter_predict
 
 HELP = "predict the top classes of videos (files, or every video in folders) with a trained adapter"
 EPILOG = ("exit status: 0 when every video was predicted; 1 when some could not be decoded (each has one line "
@@ -46,8 +50,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..prediction import parse_adapters
-    from ..workflows import iter_predict
     tasks = parse_adapters(args.adapter)
     results = iter_predict(args.paths, adapter=tasks or args.adapter[0], checkpoint=args.checkpoint,
                            clips=args.clips, crops=args.crops, top=args.top, num_frames=args.num_frames,
@@ -62,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_results(results, as_json: bool) -> tuple[int, int]:
     """Print each result as it comes (text or JSON Lines); returns (videos that failed, videos)."""
-    import json
     last, failed, videos = None, 0, set()
     for r in results:
         failed += "error" in r

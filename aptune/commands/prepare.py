@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..console import warn
+from ..data.prepare import class_changes, prepare, read_class_names, write_prepared
+from ..errors import DataError
+
 HELP = "write train/val/test list files (+ classes.txt) from a dataset's official split files"
 
 EPILOG = """Datasets and what --root must hold:
@@ -35,9 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..console import warn
-    from ..data.prepare import class_changes, prepare, read_class_names, write_prepared
-    from ..errors import DataError
     prep = prepare(args.dataset, args.root, split=args.split, val_fraction=args.val_fraction)
     old = Path(args.out) / "classes.txt"
     if old.is_file():

@@ -9,6 +9,11 @@ flags below are short forms of the common ones.
 """
 from __future__ import annotations
 
+import torch
+
+from ..config import load_config
+from ..pretrain import pretrain
+
 HELP = "VideoMAE self-supervised pre-training of a backbone on unlabeled videos (YAML config + overrides)"
 
 
@@ -26,10 +31,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import torch
-
-    from ..config import load_config
-    from ..pretrain import pretrain
     if args.threads:
         torch.set_num_threads(args.threads)
     flags = {"data.train_list": args.videos, "pretrain.out": args.out, "pretrain.init": args.init,

@@ -21,6 +21,12 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from ..factory import resolve_layout
+from ..io import write_json
+from ..methods import get_method, list_methods
+from ..models.checkpoints import read_checkpoint
+from ..models.zoo import get_config, is_model
+from ..profiling.report import MethodSpec, format_sweep_table, format_table, plot_sweep, profile, sweep
 
 HELP = "tunable parameters and GFLOPs (fvcore convention, per view) of each method"
 
@@ -66,7 +72,6 @@ def _option(piece: str, where: str) -> tuple[str, object]:
 
 def parse_methods(texts: list[str]):
     """['apt:num_prompts=400,reparam=false,vpt'] -> [MethodSpec('apt', {...}), MethodSpec('vpt')]."""
-    from ..profiling.report import MethodSpec
     specs: list[MethodSpec] = []
     for text in texts:
         for piece in (x.strip() for x in text.split(",")):
@@ -107,8 +112,6 @@ def apply_sets(specs, sets: list[str]) -> None:
 def own_clip(model: str, num_frames: int | None, img_size: int | None) -> tuple[int, int]:
     """The clip to count: what was asked, else the model's own (a zoo config, or the config a checkpoint
     folder or file states)."""
-    from ..models.checkpoints import read_checkpoint
-    from ..models.zoo import get_config, is_model
     if num_frames is None or img_size is None:
         own = get_config(model) if is_model(model) else read_checkpoint(model).config
         num_frames = num_frames or getattr(own, "num_frames", 16)
@@ -125,12 +128,6 @@ def _check_sizes(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import resolve_layout
-    from ..io import write_json
-    from ..methods import get_method, list_methods
-    from ..models.zoo import get_config, is_model
-    from ..profiling.report import MethodSpec, format_sweep_table, format_table, plot_sweep, profile, sweep
-
     _check_sizes(args)
     model, layout = args.model, None          # a path (a Hugging Face folder) goes to create_model as it is
     if is_model(args.model) or args.layout is not None:

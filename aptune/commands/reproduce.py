@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from .. import reproduce as R
 from ..errors import ConfigError
+from ..reproduce_report import format_plan, format_results, report_rows, write_report
 
 HELP = "reproduce a table of the APT paper (table5, table6, ...): plan it (--dry-run) or train and test every row"
 
@@ -61,10 +64,6 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .. import reproduce as R
-    from ..reproduce_report import format_plan, write_report
     if args.list or not args.table:
         for name in R.list_tables():
             print(f"{name:10s} {R.load_table(name).title}")
@@ -81,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("reproduce") / table.name)
     results = R.run_table(table, cells, inputs, out,
                           lambda res: write_report(out, table, cells, res, inputs.overrides))
-    from ..reproduce_report import format_results, report_rows
     print("\n" + format_results(table, report_rows(cells, results)))
     print(f"\naptune reproduce: results in {out}/results.md, results.json, results.png")
     return 0

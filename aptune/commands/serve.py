@@ -11,12 +11,19 @@ Ctrl-C stops accepting requests, lets those in flight finish, and exits 0.
 from __future__ import annotations
 
 import argparse
+import signal
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+from ..multitask import load_adapters
+from ..serve import Server, Settings
 
 HELP = "serve one backbone's tasks over HTTP: POST a video to /predict, get each task's top classes"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..serve.service import Settings
     d = Settings()
     p.add_argument("--adapter", required=True, action="append", metavar="TASK=DIR",
                    help="adapter folder saved by `aptune train`, as task name = folder; repeat for more tasks "
@@ -44,16 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..multitask import load_adapters
-    from ..serve import Server, Settings
     tasks = adapters(args.adapter)
     for name, value in (("--clips", args.clips), ("--crops", args.crops), ("--max-batch", args.max_batch),
                         ("--decode-threads", args.decode_threads), ("--threads", args.threads or 1)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
     if args.threads:
-        import torch
         torch.set_num_threads(args.threads)
     if args.max_mb <= 0 or args.batch_window_ms < 0:
         raise ConfigError("--max-mb must be > 0 and --batch-window-ms >= 0")
@@ -65,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
                     graceful_s=args.graceful_timeout)
     summary(server)
     server.run()
-    import signal
     how = ", ".join(signal.Signals(s).name for s in dict.fromkeys(server.signals)) or "asked to"
     print(f"aptune serve: stopped ({how}) after answering {server.service.batcher.stats['requests']} prediction "
           "request(s)", flush=True)
@@ -75,9 +77,6 @@ def run(args: argparse.Namespace) -> int:
 def adapters(values: list[str]) -> dict[str, str]:
     """{task: folder} from TASK=DIR values; a plain DIR is named after its folder, or after the run folder
     for the folders training writes (runs/ucf101/adapter -> ucf101)."""
-    from pathlib import Path
-
-    from ..errors import ConfigError
     out = {}
     for v in values:
         name, sep, directory = v.partition("=")
@@ -104,7 +103,6 @@ def summary(server) -> None:
         print(f"  {t}: {task.method}, {task.num_classes} classes ({task.directory})")
     print(f"  views: {s.clips} clip(s) x {s.crops} crop(s) of {c['num_frames']} frames at {c['img_size']} px, "
           f"{c['sampling']} sampling (stride {c['sampling_rate']})")
-    import torch
     print(f"  batching: up to {s.max_batch} clips per forward, {s.window_ms:g} ms window; bodies up to "
           f"{s.max_bytes / 2 ** 20:g} MiB; {torch.get_num_threads()} torch thread(s), {s.decode_threads} decode "
           "thread(s)")

@@ -1,6 +1,7 @@
 """`aptune synth`: write the synthetic action dataset (or an unlabeled pre-training pool)."""
 from __future__ import annotations
 
+from ..data.synthetic import BACKGROUNDS, CLASSES, TEXTURES, SynthConfig, generate_dataset, generate_unlabeled
 from ..errors import ConfigError
 
 HELP = "generate synthetic action videos whose classes need frame order (labeled or unlabeled)"
@@ -28,8 +29,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..data.synthetic import BACKGROUNDS, CLASSES, TEXTURES, SynthConfig, generate_dataset, generate_unlabeled
-
     def kinds(value, known, name):
         if value is None:
             return tuple(known)

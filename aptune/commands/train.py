@@ -9,6 +9,11 @@ import os
 import sys
 from pathlib import Path
 
+from ..config import load_config
+from ..engine.state import CKPT_RE, list_checkpoints
+from ..engine.train import NonFiniteLossError
+from ..workflows import train
+
 HELP = "fine-tune a model as configured by a YAML file (torchrun-aware; resumable)"
 
 
@@ -27,9 +32,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from ..engine.train import NonFiniteLossError
-    from ..workflows import train
     overrides, resume = [], bool(args.resume)
     for item in args.overrides:
         if item.replace(" ", "") in ("resume=auto", "resume=true", "resume=True"):
@@ -58,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
 def interrupted_note(run_dir: Path) -> str:
     """Which checkpoint survived an interrupted run, and the command that resumes from it (the newest
     snapshot's name: snapshots are written atomically, so a listed one is complete)."""
-    from ..engine.state import CKPT_RE, list_checkpoints
     snaps = list_checkpoints(run_dir / "checkpoints")
     if not snaps:
         return f"no checkpoint was written yet in {run_dir}: a new run starts from step 0"

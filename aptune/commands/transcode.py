@@ -5,6 +5,11 @@ import argparse
 import os
 from pathlib import Path
 
+from ..console import warn
+from ..data.transcode import plan, transcode, write_lists
+from ..errors import ConfigError
+from ..io import atomic_path
+
 HELP = ("re-encode videos (a folder, or the videos of list files) to a short side of 320 px with a keyframe "
         "every 16 frames, in parallel; list files are rewritten to the new files, bad videos reported and left out")
 
@@ -38,10 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..console import warn
-    from ..data.transcode import plan, transcode, write_lists
-    from ..errors import ConfigError
-    from ..io import atomic_path
     for name in ("short_side", "keyframe_interval", "crf"):
         if getattr(args, name) < (0 if name == "crf" else 1):
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")

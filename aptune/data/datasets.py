@@ -36,9 +36,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from ..console import progress as bar
 from ..errors import ConfigError, DataError, MissingFileError
 from . import sampling
-from .decode import BadVideoError, read_sampled
+from .decode import BadVideoError, decode_all, read_sampled
 from .prepare import read_class_names, read_list_lines, scan_folder
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransformConfig, augment_batch, multi_view, train_view
 
@@ -227,8 +228,6 @@ class VideoDataset(Dataset):
         """Decode every video once into memory (uint8); items then sample from memory, for small
         clips that many epochs reuse (the demo, pre-training). A bad video raises when its item is
         read (or is skipped, with skip_bad_videos), as when decoding from the file."""
-        from ..console import progress as bar
-        from .decode import decode_all
         memory = []
         for i in bar(range(len(self)), desc="decode", unit="video", show=progress):
             try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, MissingFileError
+from ..io import atomic_path
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
 SPLIT_FILES = ("train.csv", "val.csv", "test.csv")
@@ -105,7 +106,6 @@ def read_list_lines(path) -> list[tuple[str, int, int]]:
 
 
 def write_list_file(path, entries: list[Entry]) -> None:
-    from ..io import atomic_path
     with atomic_path(path) as tmp:
         tmp.write_text("".join(f"{p} {label}\n" for p, label in entries))
 
@@ -117,7 +117,6 @@ def read_class_names(path) -> list[str]:
 
 def write_prepared(prep: Prepared, out) -> dict[str, Path]:
     """Write train.csv, val.csv, test.csv and classes.txt into `out`; return their paths."""
-    from ..io import atomic_path
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}

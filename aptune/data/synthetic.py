@@ -24,9 +24,12 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 
+from ..console import progress
 from ..errors import ConfigError
+from ..io import atomic_path, write_json
 
 # (forward motion, class of the forward clip, class of the reversed clip)
 PAIRS = [("translate_h", "moving_right", "moving_left"),
@@ -260,9 +263,6 @@ def unlabeled_clip(seed: int, index: int, cfg: SynthConfig) -> np.ndarray:
 # ---- files --------------------------------------------------------------------------------
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, crf: int = 18) -> None:
     """Write frames (T, H, W, 3) uint8 as an H.264 mp4 (yuv420p) with PyAV, atomically."""
-    import av
-
-    from ..io import atomic_path
     T, H, W, _ = frames.shape
     with atomic_path(path) as tmp:
         with av.open(str(tmp), "w", format="mp4") as container:
@@ -283,7 +283,6 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8, crf: 
 
 
 def _progress(total: int, desc: str, show: bool):
-    from ..console import progress
     return progress(total=total, desc=desc, unit="clip", show=show)
 
 
@@ -310,7 +309,6 @@ def generate_dataset(out: str | os.PathLike, num_train: int = 400, num_val: int 
                 bar.update()
             (out / f"{split}.txt").write_text("".join(lines))
     (out / "classes.txt").write_text("".join(c + "\n" for c in CLASSES))
-    from ..io import write_json
     write_json(out / "dataset.json", {"name": "aptune-synthetic-actions", "kind": "labeled", "seed": seed,
                                       "sizes": sizes, "config": asdict(cfg), "classes": CLASSES,
                                       "direction_sensitive": True, "hflip": False,
@@ -332,7 +330,6 @@ def generate_unlabeled(out: str | os.PathLike, num: int = 2000, seed: int = 1000
             lines.append(f"{rel} -1\n")
             bar.update()
     (out / "unlabeled.txt").write_text("".join(lines))
-    from ..io import write_json
     write_json(out / "dataset.json", {"name": "aptune-synthetic-motions", "kind": "unlabeled", "seed": seed,
                                       "size": num, "config": asdict(cfg),
                                       "motions": [k for k, _, _ in PAIRS] + EXTRA_MOTIONS})

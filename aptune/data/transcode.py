@@ -30,7 +30,9 @@ import numpy as np
 
 from ..console import progress as bar
 from ..errors import DataError, MissingFileError
+from ..io import atomic_path
 from .decode import BadVideoError, UprightRGB, _open, display_matrix, upright_ops
+from .prepare import VIDEO_EXTENSIONS, read_list_lines, videos_in, write_list_file
 
 _TURNS = ("clock", "cclock", "clock_flip", "cclock_flip")      # upright steps that swap width and height
 
@@ -144,7 +146,6 @@ class Plan:
 def plan(sources: list[str], out, root=None) -> Plan:
     """Every video under a folder (its layout kept), or every entry of a list file (`relative/path label`
     lines, paths relative to `root`); outputs are `out/<relative path>.mp4`."""
-    from .prepare import VIDEO_EXTENSIONS, read_list_lines, videos_in
     out, seen = Path(out), {}
     p = Plan(out)
 
@@ -182,8 +183,6 @@ def plan(sources: list[str], out, root=None) -> Plan:
 
 def write_lists(p: Plan, failed: dict[str, str | None]) -> dict[Path, int]:
     """The rewritten list files (bad videos left out), classes.txt copied beside them; {list: entries}."""
-    from ..io import atomic_path
-    from .prepare import write_list_file
     written = {}
     for path, rows in p.lists.items():
         keep = [(rel, label) for rel, label, dst, _ in rows if not failed.get(dst)]

@@ -4,8 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config
+from ..data.datasets import VideoDataset
 from ..errors import ConfigError
-from ..models.zoo import canonical_name
+from ..factory import create_model
+from ..models.zoo import canonical_name, get_config
 
 CLIP_FIELDS = ("num_frames", "img_size", "sampling", "sampling_rate")
 # backbones whose weights ship inside the package: model.checkpoint=embedded
@@ -59,12 +61,10 @@ def build_dataset(cfg: Config, split: str, mode: str | None = None, norm: dict |
     """The VideoDataset of `split` ("train", "val", "test"): its list file read in `mode` (default:
     the split's own; "test" gives the multi-view protocol), or None when the list is not set.
     `norm`: {"mean", "std"} to use instead of the zoo backbone's (e.g. an adapter's record)."""
-    from ..data.datasets import VideoDataset
     d = cfg.data
     path = {"train": d.train_list, "val": d.val_list, "test": d.test_list}[split]
     if not path:
         return None
-    from ..models.zoo import get_config
     mode = mode or split
     backbone = get_config(cfg.model.name)                 # its input normalisation
     kw = dict(root=d.root, mode=mode, num_frames=d.num_frames, sampling_rate=d.sampling_rate, img_size=d.img_size,
@@ -86,7 +86,6 @@ def build_datasets(cfg: Config) -> dict:
 def build_model(cfg: Config, num_classes: int, checkpoint: str | bool | None = True):
     """The configured backbone with its method; weights from model.checkpoint (checkpoint=True),
     from another file (a path) or none (None: as initialised)."""
-    from ..api import create_model
     m = cfg.model
     return create_model(m.name, num_classes=num_classes, num_frames=cfg.data.num_frames, img_size=cfg.data.img_size,
                         checkpoint=resolve_checkpoint(m) if checkpoint is True else checkpoint, method=cfg.method.name,

@@ -10,7 +10,9 @@ this loses DDP's overlap of communication with backward; correctness is the same
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -75,8 +77,6 @@ def exit_worker(rc: int) -> None:
     returns every file it wrote is closed (checkpoints are written atomically, the metrics log is
     closed), so the worker flushes its streams and leaves with os._exit.
     """
-    import logging
-    import sys
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..console import progress
 from ..errors import DataError
+from ..io import pyplot, write_json
 from . import distributed as D
 from .bad_videos import BadVideoLog
 from .runtime import Runtime
@@ -138,9 +139,7 @@ def collect_view_logits(model, dataset, rt: Runtime, batch_size: int = 1) -> tup
 
 
 def save_confusion_png(confusion: list[list[int]], path: str | os.PathLike, class_names=None) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     conf = torch.tensor(confusion, dtype=torch.float64)
     norm = conf / conf.sum(dim=1, keepdim=True).clamp(min=1)
     C = conf.shape[0]
@@ -178,7 +177,6 @@ def run_test_protocol(model, dataset, rt: Runtime, out_dir: str | os.PathLike, b
     if rt.is_main:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        from ..io import write_json
         write_json(out / "metrics.json", m)
         save_confusion_png(m["confusion"], out / "confusion.png", class_names)
     return m

@@ -22,7 +22,7 @@ class MetricsLogger:
         self.tb = None
         self.trackers = open_trackers(trackers, Path(run_dir), config or {}, project, resumed) if enabled else []
         if enabled and tensorboard:
-            try:
+            try:            # imported when asked for: the optional tensorboard package (aptune[tb])
                 from torch.utils.tensorboard import SummaryWriter
                 self.tb = SummaryWriter(str(Path(run_dir) / "tb"))
             except Exception:  # tensorboard not installed: JSONL only

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ..data.datasets import collate_skip_bad
 from ..errors import ConfigError
 from . import distributed as D
 
@@ -114,7 +115,6 @@ class Runtime:
         skip = bool(getattr(dataset, "skip_bad_videos", False))
         kw = {}
         if skip:
-            from ..data.datasets import collate_skip_bad
             kw["collate_fn"] = collate_skip_bad
         if sampler is None:
             sampler = ShardSampler(len(dataset), self.rank, self.world_size)

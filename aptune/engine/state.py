@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..adapters import adapter_state
 from ..console import warn
 from ..errors import CheckpointError
 from ..io import atomic_path
+from ..models.checkpoints import safe_torch_load
 
 CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
 
@@ -32,7 +34,6 @@ def _adapter_only(model) -> bool:
 
 
 def model_state(model) -> dict[str, torch.Tensor]:
-    from ..adapters import adapter_state
     if _adapter_only(model):
         return adapter_state(model)
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -76,7 +77,6 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
 
 def load_checkpoint_file(path: str | os.PathLike) -> dict:
     """A training snapshot, read with the safe loader (its numpy RNG states are on the allow-list)."""
-    from ..models.checkpoints import safe_torch_load
     return safe_torch_load(path)
 
 

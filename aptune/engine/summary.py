@@ -10,8 +10,8 @@
 """
 from __future__ import annotations
 
-from ..api import count_parameters
 from ..console import format_duration, warn
+from ..factory import count_parameters
 from ..models.zoo import get_config
 from .build import resolve_checkpoint
 

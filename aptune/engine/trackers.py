@@ -33,7 +33,7 @@ class WandbTracker:
     name = "wandb"
 
     def __init__(self, run_dir: Path, config: dict, project: str, run_id: str | None):
-        import wandb
+        import wandb  # optional (aptune[wandb]), heavy: imported when this tracker is used
         self.wandb = wandb
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", project), name=run_dir.name,
                               dir=str(run_dir), config=config, id=run_id, resume="allow" if run_id else None)
@@ -55,7 +55,7 @@ class MlflowTracker:
     name = "mlflow"
 
     def __init__(self, run_dir: Path, config: dict, project: str, run_id: str | None):
-        from mlflow import MlflowClient
+        from mlflow import MlflowClient  # optional (aptune[mlflow]), heavy: imported when used
         from mlflow.entities import Param
         self.client = MlflowClient()              # MLFLOW_TRACKING_URI, else MLflow's default store
         if run_id is None:
@@ -72,7 +72,7 @@ class MlflowTracker:
         self.id = run_id
 
     def log(self, kind: str, step: int, values: dict) -> None:
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # (see __init__)
         now = int(time.time() * 1000)
         metrics = [Metric(f"{kind}/{k}", float(v), now, step) for k, v in numeric(values).items()]
         if metrics:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import Sampler
 
 from ..adapters import backbone_record, clip_record, record_results, save_pretrained
-from ..config import Config, loggers_of
+from ..config import Config, loggers_of, resume_changes
 from ..console import progress, warn
 from ..errors import CheckpointError, ConfigError, DataError, MissingFileError
 from ..model_card import invocation, test_summary
@@ -34,10 +34,11 @@ from . import distributed as D
 from .bad_videos import BadVideoLog, check_listed_videos, stop_message
 from .build import build_datasets, build_model, check_backbone_source, resolve_checkpoint
 from .evaluate import evaluate_clips, run_test_protocol, summary
+from .features import HeadOnly, extract_features
 from .logging import MetricsLogger, read_metrics
 from .optim import build_optimizer, lr_at, scaled_lr, set_lr
 from .resume import check_resume_classes, schedule_change
-from .runtime import Runtime
+from .runtime import Runtime, resolve_device
 from .state import (
     latest_checkpoint,
     list_checkpoints,
@@ -129,7 +130,6 @@ def train(cfg: Config, datasets: dict | None = None, resume: bool | str = False)
     check_backbone_source(cfg.model)
     if cfg.optim.total_batch is not None:
         cfg.optim.batch_size = cfg.optim.total_batch // (world_env * cfg.optim.accum_steps)
-    from .runtime import resolve_device
     device = resolve_device(cfg.runtime.device, int(os.environ.get("LOCAL_RANK", "0")))
     with D.process_group(device.type):
         rt = Runtime.create(cfg.runtime, cfg.data.num_workers)
@@ -209,7 +209,6 @@ class Trainer:
     def _check_resume_config(self, payload: dict) -> list:
         """Refuse what a resume may not change (model, method, clip shape, batch geometry) by name;
         return the other changes, which apply and are logged."""
-        from ..config import Config, resume_changes
         stored = Config.from_dict(payload["config"], source=f"{self.run_dir}/checkpoints")
         if "random_init" not in payload["config"].get("model", {}):    # a snapshot from before the field
             stored.model.random_init = self.cfg.model.random_init
@@ -270,7 +269,6 @@ class Trainer:
         self.eval_bs = cfg.eval.batch_size or cfg.optim.batch_size
         self.net, self.fit_set, self.val_fit = self.model, self.train_set, self.val_set
         if r.cache_features:                            # train the head modules on cached pooled features
-            from .features import HeadOnly, extract_features
             early = [n for n in self.model.tuning.trainable_names if n.startswith(self.model.stem + ("blocks.",))]
             if early:       # e.g. the joint layout's temporal embedding: the cache would freeze it at its init
                 raise ConfigError(f"runtime.cache_features: {early[:3]} train before the pooling on this "

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import os
 
+from ..adapters import load_adapter
 from ..errors import UnknownNameError
 from .common import Exported
+from .hf import export_hf
+from .onnx_file import export_onnx
+from .program import export_program
 
 FORMATS = {"onnx": "ONNX file (onnxruntime and other ONNX runtimes)", "torch": "torch.export program (.pt2)",
            "hf": "transformers VideoMAEForVideoClassification folder"}
@@ -22,13 +26,10 @@ FORMATS = {"onnx": "ONNX file (onnxruntime and other ONNX runtimes)", "torch": "
 def export_model(model, format: str, out: str | os.PathLike, opset: int | None = None) -> Exported:
     """Export `model` (a Backbone with its method, in place: LoRA is merged for "hf") to `out`."""
     if format == "onnx":
-        from .onnx_file import export_onnx
         return export_onnx(model, out, opset=opset)
     if format == "torch":
-        from .program import export_program
         return export_program(model, out)
     if format == "hf":
-        from .hf import export_hf
         return export_hf(model, out)
     raise UnknownNameError(f"unknown export format {format!r}; known: {', '.join(FORMATS)}")
 
@@ -38,7 +39,6 @@ def export_adapter(directory: str | os.PathLike, format: str, out: str | os.Path
                    allow_other_backbone: bool = False, opset: int | None = None) -> Exported:
     """Load the adapter folder `directory` on its backbone (`checkpoint`, default: the one it records)
     and export the whole model."""
-    from ..adapters import load_adapter
     if format not in FORMATS:
         raise UnknownNameError(f"unknown export format {format!r}; known: {', '.join(FORMATS)}")
     model = load_adapter(directory, checkpoint=checkpoint, allow_random_backbone=allow_random_backbone,

@@ -11,6 +11,7 @@ the graph, which therefore takes that clip size only; the batch dimension is dyn
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -135,7 +136,6 @@ def staged(path: str | os.PathLike):
 
 def require(module: str, extra: str = "export"):
     """Import an optional dependency, or say how to install it."""
-    import importlib
     try:
         return importlib.import_module(module)
     except ImportError as e:

@@ -29,6 +29,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from ..console import warn
 from ..errors import ExportError
@@ -137,7 +138,6 @@ def preprocessor_config(model) -> dict:
 
 def export_hf(model, directory: str | os.PathLike) -> Exported:
     """Write the folder `directory` (new, or one this export wrote before); see the module docstring."""
-    from safetensors.torch import save_file
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ExportError(f"{directory}: a file is in the way of the folder to write")
@@ -170,7 +170,7 @@ def _eps_notes(model) -> list[str]:
 
 def _check_with_transformers(folder: Path, x: torch.Tensor, want: torch.Tensor, notes: list[str]) -> str:
     """transformers loads the folder and must give aptune's logits; without transformers, say so."""
-    try:
+    try:                        # optional and heavy: only this check uses transformers
         import transformers
         from transformers import VideoMAEForVideoClassification
     except ImportError:

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from .. import adapters
+from .. import adapter_files
 from ..errors import ConfigError
 from .layers import SEAMS, TokenLayout
 
@@ -207,17 +207,17 @@ class Backbone(nn.Module):
             self.tuning.set_train_mode(self, mode)
         return self
 
-    # ---- the adapter as an artefact, in PEFT's words (aptune.adapters) ------------------------
+    # ---- the adapter as an artefact, in PEFT's words (aptune.adapter_files) -------------------
     def save_pretrained(self, directory: str | os.PathLike, **kwargs) -> Path:
         """The adapter folder: adapter.safetensors (what trains), adapter.json, README.md (model card)."""
-        return adapters.save_pretrained(self, directory, **kwargs)
+        return adapter_files.save_pretrained(self, directory, **kwargs)
 
     def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None,
                     commit_message: str | None = None, **kwargs) -> str:
         """save_pretrained into a temporary folder, then upload it to the Hub repository `repo_id`."""
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(tmp, **kwargs)
-            return adapters.push_to_hub(tmp, repo_id, private=private, token=token, commit_message=commit_message)
+            return adapter_files.push_to_hub(tmp, repo_id, private=private, token=token, commit_message=commit_message)
 
     # ---- the frozen backbone without its adapter (PEFT's disable_adapter, merge_and_unload) ---
     @contextmanager

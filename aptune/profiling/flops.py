@@ -25,6 +25,7 @@ from contextlib import ExitStack
 
 import torch
 import torch.nn as nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ..errors import ConfigError
@@ -98,7 +99,6 @@ def flop_breakdown(model: nn.Module, num_frames: int | None = None, img_size: in
             if device.type == "meta":
                 x = torch.empty(batch_size, C, T, S, S, device="meta")       # (B, C, T, H, W), no data
             else:
-                from torch._subclasses.fake_tensor import FakeTensorMode
                 # real weights are wrapped as fake tensors on the fly: nothing is computed
                 stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
                 x = torch.empty(batch_size, C, T, S, S, device=device)

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ..api import count_parameters, create_model
+from ..console import progress as bar
 from ..errors import ConfigError
+from ..factory import count_parameters, create_model
+from ..io import atomic_path, pyplot
 from ..methods import get_method
 from .flops import count_flops
 
@@ -80,7 +82,6 @@ def _row(label: str, net, num_frames, img_size, base_gflops: float | None) -> Pr
 def profile(model: str, specs: list[MethodSpec], num_classes: int, num_frames: int | None = None,
             img_size: int | None = None, progress: bool | None = None) -> list[ProfileRow]:
     """One row for the backbone alone (first), then one per spec, in the given order."""
-    from ..console import progress as bar
     for s in specs:
         get_method(s.name)                       # unknown names fail before any work
     base = _row(BACKBONE, build(model, None, num_classes, num_frames, img_size), num_frames, img_size, None)
@@ -130,7 +131,6 @@ def sweep(model: str, methods: list[MethodSpec], num_classes: int, prompts=DEFAU
           progress: bool | None = None) -> tuple[float, list[SweepPoint]]:
     """(backbone GFLOPs, points): each method (its other options kept) at each prompt count.
     Every method must have a `num_prompts` option."""
-    from ..console import progress as bar
     for s in methods:
         known = {f.name for f in dataclasses.fields(get_method(s.name).config)}
         if "num_prompts" not in known:
@@ -169,13 +169,7 @@ def plot_sweep(points: list[SweepPoint], path: str | Path, base_gflops: float | 
                title: str | None = None) -> Path:
     """Two panels against the number of prompts (log2 axis): left tunable parameters (millions),
     right GFLOPs per view, one line per method; the backbone's GFLOPs as a dashed line. PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    from ..io import atomic_path
-
+    plt = pyplot()
     path = Path(path)
     fig, (ax_p, ax_f) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     markers = "os^Dvx*"
@@ -188,7 +182,7 @@ def plot_sweep(points: list[SweepPoint], path: str | Path, base_gflops: float | 
         ax_f.axhline(base_gflops, color="gray", linestyle="--", linewidth=1, label="backbone")
     for ax, ylabel, t in ((ax_p, "tunable parameters (M)", "Tunable parameters"), (ax_f, "GFLOPs per view", "GFLOPs")):
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
         ax.set_xlabel("number of prompts")
         ax.set_ylabel(ylabel)
         ax.set_title(t)

@@ -28,7 +28,7 @@ class Server:
 
     def __init__(self, mt, settings: Settings | None = None, host: str = "127.0.0.1", port: int = 8000,
                  log_level: str = "info", graceful_s: float = 30.0):
-        try:
+        try:                    # FastAPI (app.py imports it) and uvicorn are optional: the `serve` extra
             import uvicorn
 
             from .app import create_app

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from .. import __version__
+from ..version import __version__
 from .batcher import ShuttingDown
 from .service import Problem, Service
 

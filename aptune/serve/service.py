@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.datasets import VideoDataset
 from ..data.decode import BadVideoError
 from ..errors import DataError
 from ..multitask import MultiTaskModel
@@ -91,7 +92,6 @@ class Service:
 
     def decode(self, data: bytes) -> torch.Tensor:
         """The request's test views (clips x crops, 3, T, S, S); Problem 415 when it is not a video."""
-        from ..data.datasets import VideoDataset
         path = os.path.join(self._tmp.name, uuid.uuid4().hex)
         with open(path, "wb") as f:
             f.write(data)
