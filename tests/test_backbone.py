@@ -151,8 +151,9 @@ def test_what_was_written_with_the_old_names_still_loads():
     old names keep working (the classes with a DeprecationWarning)."""
     import warnings
 
-    from aptune.config import Config, resume_changes
+    from aptune.config import Config
     from aptune.engine.build import resolve_checkpoint
+    from aptune.engine.resume import resume_changes
     from aptune.models.zoo import get_config, list_models
     assert get_config("vit-demo") == get_config("videomae-demo-4f") and "vit-demo" not in list_models()
     old = Config.from_dict({"model": {"name": "vit-demo", "checkpoint": "embedded"},

@@ -1,4 +1,7 @@
-"""What a resume may not change besides the config (config.resume_changes), and what it must say.
+"""What a resume may not change, and what it must say.
+
+The config: the model and method, the clip shape, and what decides the data position and the optimizer
+state are fixed (FIXED_ON_RESUME: refused, naming each field); any other change applies and is logged.
 
 The classes: checked before anything is written, so a refused resume leaves the run folder as it was.
 The learning-rate schedule: a resume with other optim.epochs / warmup_epochs / lr / min_lr follows the
@@ -12,7 +15,41 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import ConfigError
+from ..models.zoo import canonical_name
 from .optim import lr_at, scaled_lr
+
+# what a resumed run may not change: the model and method, the clip shape, and what decides the data
+# position and the optimizer state; everything else may change, and the change is logged
+FIXED_ON_RESUME = ("model.", "method.", "data.num_frames", "data.img_size", "data.sampling", "data.sampling_rate",
+                   "data.num_sample", "data.train_list", "data.root", "optim.optimizer", "optim.batch_size",
+                   "optim.accum_steps", "optim.total_batch", "runtime.seed", "runtime.cache_features",
+                   "runtime.cache_views")
+
+
+def _flat(cfg: Config) -> dict:
+    d = cfg.to_dict()
+    out = {}
+    for sec, fields in d.items():
+        for k, v in fields.items():
+            out[f"{sec}.{k}"] = v
+    out["model.name"] = canonical_name(out["model.name"])     # a model's old name (vit-demo) is the same model
+    return out
+
+
+def resume_changes(stored: Config, requested: Config) -> tuple[list[str], list[tuple[str, object, object]]]:
+    """(refused, changed): the fields a resume may not change (FIXED_ON_RESUME) that differ, as
+    'field: stored -> requested', and the other differing fields as (field, stored, requested)."""
+    a, b = _flat(stored), _flat(requested)
+    refused, changed = [], []
+    for key in sorted(set(a) | set(b)):
+        old, new = a.get(key), b.get(key)
+        if old == new:
+            continue
+        if key.startswith(FIXED_ON_RESUME):
+            refused.append(f"{key}: {old!r} -> {new!r}")
+        else:
+            changed.append((key, old, new))
+    return refused, changed
 
 
 def _show(n: int, names) -> str:

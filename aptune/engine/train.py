@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import Sampler
 
 from ..adapters import backbone_record, clip_record, record_results, save_pretrained
-from ..config import Config, loggers_of, resume_changes
+from ..config import Config, loggers_of
 from ..console import progress, warn
 from ..errors import CheckpointError, ConfigError, DataError, MissingFileError
 from ..model_card import invocation, test_summary
@@ -37,7 +37,7 @@ from .evaluate import evaluate_clips, run_test_protocol, summary
 from .features import HeadOnly, extract_features
 from .logging import MetricsLogger, read_metrics
 from .optim import build_optimizer, lr_at, scaled_lr, set_lr
-from .resume import check_resume_classes, schedule_change
+from .resume import check_resume_classes, resume_changes, schedule_change
 from .runtime import Runtime, resolve_device
 from .state import (
     latest_checkpoint,
