@@ -258,6 +258,20 @@ def load_autoencoder_weights(model: MaskedVideoAutoencoder, path: str | os.PathL
     return {"file": os.path.basename(os.fspath(path)), **(meta if isinstance(meta, dict) else {})}
 
 
+def _step(model: MaskedVideoAutoencoder, opt, video: torch.Tensor, mask: torch.Tensor, lr: float,
+          clip_grad: float | None, rt: Runtime) -> float:
+    """One optimizer step on a batch of clips and their tube masks; returns the loss."""
+    set_lr(opt, lr)
+    with rt.autocast():
+        loss = model.loss(video, mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_grad:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    opt.step()
+    return loss.item()
+
+
 def pretrain(cfg: Config, videos=None, progress: bool = True, log=print) -> dict:
     """Pre-train a masked video autoencoder as `cfg` says (its `pretrain` section plus model, data,
     optim, runtime), write the checkpoint (pretrain.out, default <output.dir>/pretrain.pth) after
@@ -278,9 +292,7 @@ def pretrain(cfg: Config, videos=None, progress: bool = True, log=print) -> dict
     parent = load_autoencoder_weights(model, p.init) if p.init else None
     model = model.to(rt.device)
     dataset = pretrain_dataset(cfg, videos, progress)
-    base_lr = scaled_lr(o.lr, o.batch_size, 1, rt.world_size)
-    min_lr = scaled_lr(o.min_lr, o.batch_size, 1, rt.world_size)
-    warmup_lr = scaled_lr(o.warmup_lr, o.batch_size, 1, rt.world_size)
+    base_lr, min_lr, warmup_lr = (scaled_lr(v, o.batch_size, 1, rt.world_size) for v in (o.lr, o.min_lr, o.warmup_lr))
     opt = build_optimizer(model, o, base_lr)
     sampler = EpochSampler(len(dataset), min(o.batch_size, len(dataset)), rt.rank, rt.world_size, r.seed)
     steps_per_epoch = len(sampler) // min(o.batch_size, len(dataset))
@@ -300,18 +312,12 @@ def pretrain(cfg: Config, videos=None, progress: bool = True, log=print) -> dict
             mask = tube_mask(video.shape[0], config.grid(), p.mask_ratio, gen).to(rt.device)
             # with a time budget, the cosine follows the larger of step and time spent
             spent = 0.0 if p.max_minutes is None else (time.time() - t0) / (60 * p.max_minutes)
-            set_lr(opt, lr_at(step, total, warmup, base_lr, min_lr, spent, warmup_lr))
-            with rt.autocast():
-                loss = model.loss(video, mask)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if o.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad)
-            opt.step()
-            losses.append(loss.item())
+            loss = _step(model, opt, video, mask, lr_at(step, total, warmup, base_lr, min_lr, spent, warmup_lr),
+                         o.clip_grad, rt)
+            losses.append(loss)
             step += 1
             bar.update()
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+            bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
             if p.max_minutes is not None and time.time() - t0 > 60 * p.max_minutes:
                 stop = True
                 break

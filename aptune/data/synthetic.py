@@ -136,81 +136,121 @@ def _draw(img: np.ndarray, obj: dict, cx: float, cy: float, r: float, angle: flo
 
 
 # ---- motions: each returns per-frame lists of (object, cx, cy, r, angle) ------------------
-def _motion(kind: str, rng: np.random.Generator, T: int, S: int, size_k: float = 1.0,
-            motion_k: float = 1.0, textures=TEXTURES) -> list[list[tuple]]:
-    t = np.linspace(0.0, 1.0, T)                                            # normalised time
-    obj = _random_object(rng, ASYMMETRIC if kind == "rotate" else SHAPES, textures)
-    ang0 = rng.uniform(0, 2 * math.pi)
+@dataclass
+class _Scene:
+    """What every motion draws from: the generator, normalised time t (T,), the frame size S, the
+    size and motion scales, the textures, the moving object and its angle."""
+    rng: np.random.Generator
+    t: np.ndarray
+    S: int
+    size_k: float
+    motion_k: float
+    textures: tuple
+    obj: dict
+    ang0: float
 
-    def straight(r, length, direction):
+    def straight(self, r: float, length: float, direction: float) -> tuple[np.ndarray, np.ndarray]:
         """Centre positions for a straight path of `length` pixels that stays inside the frame."""
         dx, dy = math.cos(direction), math.sin(direction)
         span_x, span_y = abs(dx) * length, abs(dy) * length
-        mx = rng.uniform(r + span_x / 2, S - r - span_x / 2)
-        my = rng.uniform(r + span_y / 2, S - r - span_y / 2)
-        return mx + (t - 0.5) * length * dx, my + (t - 0.5) * length * dy
+        mx = self.rng.uniform(r + span_x / 2, self.S - r - span_x / 2)
+        my = self.rng.uniform(r + span_y / 2, self.S - r - span_y / 2)
+        return mx + (self.t - 0.5) * length * dx, my + (self.t - 0.5) * length * dy
 
-    if kind in ("translate_h", "translate_v", "diagonal"):
-        r = rng.uniform(0.08, 0.16) * S * size_k
-        length = min(rng.uniform(0.3, 0.6) * motion_k, 0.95) * (S - 2 * r)
-        direction = {"translate_h": 0.0, "translate_v": math.pi / 2}.get(kind, rng.uniform(0, 2 * math.pi))
-        xs, ys = straight(r, length, direction)
-        return [[(obj, xs[i], ys[i], r, ang0)] for i in range(T)]
-    if kind == "rotate":
-        r = min(rng.uniform(0.18, 0.3) * size_k, 0.45) * S
-        cx, cy = rng.uniform(r, S - r, 2)
-        total = math.radians(rng.uniform(90, 200)) * motion_k
-        return [[(obj, cx, cy, r, ang0 + total * t[i])] for i in range(T)]
-    if kind == "scale":
-        r0 = rng.uniform(0.06, 0.12) * S * size_k
-        r1 = min(r0 * (1 + (rng.uniform(1.8, 3.0) - 1) * motion_k), 0.34 * S * max(size_k, 1.0), 0.45 * S)
-        cx, cy = rng.uniform(r1, S - r1, 2)
-        return [[(obj, cx, cy, r0 + (r1 - r0) * t[i], ang0)] for i in range(T)]
-    if kind == "meet":
-        other = _random_object(rng, SHAPES, textures)
-        r = min(rng.uniform(0.09, 0.13) * size_k, 0.2) * S
-        direction = rng.uniform(0, math.pi)
-        d0, d1 = rng.uniform(0.55, 0.7) * S, rng.uniform(2.1, 2.6) * r
-        dx, dy = math.cos(direction), math.sin(direction)
-        if motion_k > 1:                                                    # start further apart, inside the frame
-            d0 = max(min(d0 * motion_k, 0.95 * (S - 2 * r) / max(abs(dx), abs(dy))), d0)
-        half = d0 / 2 + r
-        mx = rng.uniform(S / 2 - 0.1 * S, S / 2 + 0.1 * S)
-        my = rng.uniform(S / 2 - 0.1 * S, S / 2 + 0.1 * S)
-        mx, my = np.clip(mx, abs(dx) * half, S - abs(dx) * half), np.clip(my, abs(dy) * half, S - abs(dy) * half)
-        frames = []
-        for i in range(T):
-            d = (d0 + (d1 - d0) * t[i]) / 2
-            frames.append([(obj, mx - d * dx, my - d * dy, r, ang0), (other, mx + d * dx, my + d * dy, r, ang0)])
-        return frames
-    if kind == "bounce":                                                    # fast, reflects off walls
-        r = rng.uniform(0.08, 0.14) * S
-        lo, hi = r, S - r
-        p0 = rng.uniform(lo, hi, 2)
-        vel = rng.uniform(0.8, 1.6) * (hi - lo) * np.array([math.cos(ang0), math.sin(ang0)])
-        frames = []
-        for i in range(T):
-            p = (p0 - lo + vel * t[i]) % (2 * (hi - lo))                    # unfold the reflections
-            p = lo + np.where(p > hi - lo, 2 * (hi - lo) - p, p)
-            frames.append([(obj, p[0], p[1], r, ang0)])
-        return frames
-    if kind == "orbit":
-        r = rng.uniform(0.07, 0.12) * S
-        R = rng.uniform(0.15, 0.3) * S
-        cx, cy = rng.uniform(R + r, S - R - r, 2)
-        sweep = rng.choice([-1, 1]) * math.radians(rng.uniform(120, 300))
-        return [[(obj, cx + R * math.cos(ang0 + sweep * t[i]), cy + R * math.sin(ang0 + sweep * t[i]), r, ang0)]
-                for i in range(T)]
-    if kind == "zoom_move":
-        r0 = rng.uniform(0.06, 0.1) * S
-        r1 = r0 * rng.uniform(1.5, 2.2)
-        xs, ys = straight(r1, rng.uniform(0.2, 0.4) * (S - 2 * r1), rng.uniform(0, 2 * math.pi))
-        return [[(obj, xs[i], ys[i], r0 + (r1 - r0) * t[i], ang0)] for i in range(T)]
-    if kind == "still":
-        r = rng.uniform(0.1, 0.25) * S
-        cx, cy = rng.uniform(r, S - r, 2)
-        return [[(obj, cx, cy, r, ang0)] for _ in range(T)]
-    raise ValueError(f"unknown motion {kind!r}")
+
+def _translate(s: _Scene, kind: str) -> list[list[tuple]]:
+    r = s.rng.uniform(0.08, 0.16) * s.S * s.size_k
+    length = min(s.rng.uniform(0.3, 0.6) * s.motion_k, 0.95) * (s.S - 2 * r)
+    direction = {"translate_h": 0.0, "translate_v": math.pi / 2}.get(kind, s.rng.uniform(0, 2 * math.pi))
+    xs, ys = s.straight(r, length, direction)
+    return [[(s.obj, x, y, r, s.ang0)] for x, y in zip(xs, ys)]
+
+
+def _rotate(s: _Scene, kind: str) -> list[list[tuple]]:
+    r = min(s.rng.uniform(0.18, 0.3) * s.size_k, 0.45) * s.S
+    cx, cy = s.rng.uniform(r, s.S - r, 2)
+    total = math.radians(s.rng.uniform(90, 200)) * s.motion_k
+    return [[(s.obj, cx, cy, r, s.ang0 + total * ti)] for ti in s.t]
+
+
+def _scale(s: _Scene, kind: str) -> list[list[tuple]]:
+    S = s.S
+    r0 = s.rng.uniform(0.06, 0.12) * S * s.size_k
+    r1 = min(r0 * (1 + (s.rng.uniform(1.8, 3.0) - 1) * s.motion_k), 0.34 * S * max(s.size_k, 1.0), 0.45 * S)
+    cx, cy = s.rng.uniform(r1, S - r1, 2)
+    return [[(s.obj, cx, cy, r0 + (r1 - r0) * ti, s.ang0)] for ti in s.t]
+
+
+def _meet(s: _Scene, kind: str) -> list[list[tuple]]:
+    """Two objects approach each other along a line through the frame's middle."""
+    rng, S = s.rng, s.S
+    other = _random_object(rng, SHAPES, s.textures)
+    r = min(rng.uniform(0.09, 0.13) * s.size_k, 0.2) * S
+    direction = rng.uniform(0, math.pi)
+    d0, d1 = rng.uniform(0.55, 0.7) * S, rng.uniform(2.1, 2.6) * r
+    dx, dy = math.cos(direction), math.sin(direction)
+    if s.motion_k > 1:                                                      # start further apart, inside the frame
+        d0 = max(min(d0 * s.motion_k, 0.95 * (S - 2 * r) / max(abs(dx), abs(dy))), d0)
+    half = d0 / 2 + r
+    mx = rng.uniform(S / 2 - 0.1 * S, S / 2 + 0.1 * S)
+    my = rng.uniform(S / 2 - 0.1 * S, S / 2 + 0.1 * S)
+    mx, my = np.clip(mx, abs(dx) * half, S - abs(dx) * half), np.clip(my, abs(dy) * half, S - abs(dy) * half)
+    frames = []
+    for ti in s.t:
+        d = (d0 + (d1 - d0) * ti) / 2
+        frames.append([(s.obj, mx - d * dx, my - d * dy, r, s.ang0), (other, mx + d * dx, my + d * dy, r, s.ang0)])
+    return frames
+
+
+def _bounce(s: _Scene, kind: str) -> list[list[tuple]]:
+    """Fast, reflecting off the walls."""
+    r = s.rng.uniform(0.08, 0.14) * s.S
+    lo, hi = r, s.S - r
+    p0 = s.rng.uniform(lo, hi, 2)
+    vel = s.rng.uniform(0.8, 1.6) * (hi - lo) * np.array([math.cos(s.ang0), math.sin(s.ang0)])
+    frames = []
+    for ti in s.t:
+        p = (p0 - lo + vel * ti) % (2 * (hi - lo))                          # unfold the reflections
+        p = lo + np.where(p > hi - lo, 2 * (hi - lo) - p, p)
+        frames.append([(s.obj, p[0], p[1], r, s.ang0)])
+    return frames
+
+
+def _orbit(s: _Scene, kind: str) -> list[list[tuple]]:
+    r = s.rng.uniform(0.07, 0.12) * s.S
+    R = s.rng.uniform(0.15, 0.3) * s.S
+    cx, cy = s.rng.uniform(R + r, s.S - R - r, 2)
+    sweep = s.rng.choice([-1, 1]) * math.radians(s.rng.uniform(120, 300))
+    return [[(s.obj, cx + R * math.cos(s.ang0 + sweep * ti), cy + R * math.sin(s.ang0 + sweep * ti), r, s.ang0)]
+            for ti in s.t]
+
+
+def _zoom_move(s: _Scene, kind: str) -> list[list[tuple]]:
+    r0 = s.rng.uniform(0.06, 0.1) * s.S
+    r1 = r0 * s.rng.uniform(1.5, 2.2)
+    xs, ys = s.straight(r1, s.rng.uniform(0.2, 0.4) * (s.S - 2 * r1), s.rng.uniform(0, 2 * math.pi))
+    return [[(s.obj, x, y, r0 + (r1 - r0) * ti, s.ang0)] for x, y, ti in zip(xs, ys, s.t)]
+
+
+def _still(s: _Scene, kind: str) -> list[list[tuple]]:
+    r = s.rng.uniform(0.1, 0.25) * s.S
+    cx, cy = s.rng.uniform(r, s.S - r, 2)
+    return [[(s.obj, cx, cy, r, s.ang0)] for _ in s.t]
+
+
+_MOVES = {"translate_h": _translate, "translate_v": _translate, "diagonal": _translate, "rotate": _rotate,
+          "scale": _scale, "meet": _meet, "bounce": _bounce, "orbit": _orbit, "zoom_move": _zoom_move,
+          "still": _still}
+
+
+def _motion(kind: str, rng: np.random.Generator, T: int, S: int, size_k: float = 1.0,
+            motion_k: float = 1.0, textures=TEXTURES) -> list[list[tuple]]:
+    if kind not in _MOVES:
+        raise ValueError(f"unknown motion {kind!r}")
+    t = np.linspace(0.0, 1.0, T)                                            # normalised time
+    obj = _random_object(rng, ASYMMETRIC if kind == "rotate" else SHAPES, textures)
+    ang0 = rng.uniform(0, 2 * math.pi)
+    return _MOVES[kind](_Scene(rng, t, S, size_k, motion_k, textures, obj, ang0), kind)
 
 
 def render_clip(kind: str, reverse: bool, rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:

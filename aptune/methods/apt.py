@@ -95,7 +95,9 @@ def apply(model, cfg: APTConfig) -> list[nn.Module]:
 
 
 # ---- the authors' checkpoints --------------------------------------------------------------------
-def _convert_official(state: dict, source: Source) -> Converted:
+def _official_prompts(state: dict, source: Source):
+    """(k, v, scale or None, first block, last block, notes): the prompts of an official file, checked
+    against each other and against its `args` (prompt_start, prompt_end, prompt_num_tokens, prompt_reparam)."""
     pk, pv = state["prompt_embeddings_k"], state.get("prompt_embeddings_v")
     ps = state.get("prompt_scale")
     if pv is None or pv.shape != pk.shape or pk.ndim != 3:
@@ -123,6 +125,12 @@ def _convert_official(state: dict, source: Source) -> Converted:
     if bool(reparam_args) != (ps is not None):
         raise CheckpointError(f"apt-official: args.prompt_reparam={reparam_args} but prompt_scale is "
                               f"{'absent' if ps is None else 'present'}")
+    return pk, pv, ps, start, end, notes
+
+
+def _convert_official(state: dict, source: Source) -> Converted:
+    pk, pv, ps, start, end, notes = _official_prompts(state, source)
+    n_blocks, m, _ = pk.shape
     rest = {k: v for k, v in state.items() if not k.startswith(("prompt_", "head_norm."))}
     out = convert_native(rest, source, "apt-official")
     out.notes[:0] = notes
@@ -138,8 +146,14 @@ def _convert_official(state: dict, source: Source) -> Converted:
         if ps is not None:
             out.state[prefix + "scale"] = ps[j]            # (2, m)
     out.hints = infer_hints(out.state)
-    layers, reparam = list(range(int(start), int(end) + 1)), ps is not None
-    out.info["apt"] = {"num_prompts": int(m), "layers": f"{start}..{end}", "reparam": reparam}
+    out.info["apt"] = {"num_prompts": int(m), "layers": f"{start}..{end}", "reparam": ps is not None}
+    out.check = _official_check(int(m), int(start), int(end), ps is not None)
+    return out
+
+
+def _official_check(m: int, start: int, end: int, reparam: bool):
+    """`Converted.check` of an official file: the model must have APT with these prompts, in these blocks."""
+    layers = list(range(start, end + 1))
     want = f"method='apt', num_prompts={m}, layers=list(range({start}, {end + 1})), reparam={reparam}"
 
     def check(model, src: str) -> None:
@@ -156,8 +170,7 @@ def _convert_official(state: dict, source: Source) -> Converted:
                 raise CheckpointError(f"{src}: apt.{option} is {have} in the model but {ckpt} in the checkpoint "
                                       f"({where}); use create_model(..., {want})")
 
-    out.check = check
-    return out
+    return check
 
 
 register_format("apt-official", "official APT training checkpoint (model: backbone + head_norm + head + "

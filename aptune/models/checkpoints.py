@@ -263,19 +263,9 @@ def _hint_diffs(config, hints: dict) -> str:
     return ("; differing fields: " + "; ".join(diffs)) if diffs else ""
 
 
-def fit(model, conv: Converted, source: str = "checkpoint") -> dict:
-    """Copy `conv` into `model`; returns the report. See the module docstring for the rules."""
-    report = {"format": conv.format, "loaded": 0, "skipped": list(conv.skipped), "missing": [],
-              "notes": list(conv.notes), "dropped": list(conv.dropped)}
-    if conv.unknown:
-        raise CheckpointError(f"{source}: {len(conv.unknown)} tensor(s) not understood for format {conv.format}: "
-                              f"{conv.unknown[:8]}; understood formats: {understood()}")
-    if conv.family != model.family:
-        raise CheckpointError(f"{source}: a {conv.family} checkpoint ({conv.format}) cannot load into a "
-                              f"{model.family} backbone")
-    if conv.check is not None:
-        conv.check(model, source)
-    own = model.state_dict()
+def _place(model, own: dict, conv: Converted, report: dict) -> tuple[dict, list[str], list[str]]:
+    """(what to load, keys with no place in the model, shape mismatches); a head of another shape or a
+    head the model lacks is skipped (noted in `report`), position tables go to the backbone's own rule."""
     to_load, unexpected, bad_shape = {}, [], []
     for key, t in conv.state.items():
         if key in model.position_keys:
@@ -298,6 +288,23 @@ def fit(model, conv: Converted, source: str = "checkpoint") -> dict:
                 bad_shape.append(f"{key} {tuple(t.shape)} vs model {tuple(own[key].shape)}")
         else:
             to_load[key] = t
+    return to_load, unexpected, bad_shape
+
+
+def fit(model, conv: Converted, source: str = "checkpoint") -> dict:
+    """Copy `conv` into `model`; returns the report. See the module docstring for the rules."""
+    report = {"format": conv.format, "loaded": 0, "skipped": list(conv.skipped), "missing": [],
+              "notes": list(conv.notes), "dropped": list(conv.dropped)}
+    if conv.unknown:
+        raise CheckpointError(f"{source}: {len(conv.unknown)} tensor(s) not understood for format {conv.format}: "
+                              f"{conv.unknown[:8]}; understood formats: {understood()}")
+    if conv.family != model.family:
+        raise CheckpointError(f"{source}: a {conv.family} checkpoint ({conv.format}) cannot load into a "
+                              f"{model.family} backbone")
+    if conv.check is not None:
+        conv.check(model, source)
+    own = model.state_dict()
+    to_load, unexpected, bad_shape = _place(model, own, conv, report)
     hints = _hint_diffs(model.config, conv.hints)
     names = ", ".join(f.name for f in formats())
     if bad_shape:
