@@ -36,7 +36,7 @@ def format_plan(table: Table, cells: list[Cell], estimates: list[dict], tflops: 
               f"training = clips x epochs x 3 forward passes, plus validation and the multi-view test), about "
               f"{gpu_hours(total, tflops):,.0f} GPU-hours at {tflops:g} TFLOP/s sustained.",
               f"Paper numbers: {known} of {len(cells)} given in {table.path.name} ('-': not verified, to fill in).",
-              "Checkpoints it needs (--checkpoint KEY=PATH):"]
+              "Checkpoints it needs (--checkpoint KEY=PATH; without it, the Hub id):"]
     for key in sorted({c.checkpoint for c in cells}):
         ck = table.checkpoints[key]
         lines.append(f"  {key}: {ck.get('about', '')}" + (f" (Hub: {ck['hub']})" if ck.get("hub") else ""))
