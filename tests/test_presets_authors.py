@@ -91,3 +91,26 @@ def test_table6_apt_presets_share_the_authors_recipe(path):
              for k, (v, src) in RECIPE.items() if got.get(k) != v]
     assert not wrong, "\n".join(wrong)
     assert got["optim.epochs"] == 100 and got["data.flip"] is False and got["data.sampling"] == "segment"
+
+
+LINEAR_SCRIPT = "scripts/ucf101/videomae_vpt_vit_base_patch16_224_tubemasking_ratio_0.9_epoch_2400/linearprobe_viu3.sh"
+# the linear-probing script (--transfer_type linear: what trains is every parameter named *head*, i.e.
+# head_norm = fc_norm and head) differs from the APT scripts only in these values
+LINEAR = {"optim.lr": (0.01, "script: --lr 0.01"), "runtime.cache_features": (False, "the script trains on videos"),
+          "method.name": ("linear", "script: --transfer_type linear")}
+
+
+@pytest.mark.parametrize("ds", ["ucf101", "hmdb51", "ssv2"])
+def test_linear_probing_presets_are_the_authors_script(ds):
+    got = resolved(CONFIGS / ds / "vit_b_linear.yaml")
+    want = {k: v for k, v in RECIPE.items() if not k.startswith("method.")} | LINEAR
+    wrong = [f"{k}: {got.get(k)!r}, the authors' {v!r} ({src}, {LINEAR_SCRIPT})"
+             for k, (v, src) in want.items() if got.get(k) != v]
+    assert not wrong, "\n".join(wrong)
+    assert got["optim.epochs"] == 100                    # script: --epochs 100 (UCF101's only script)
+
+
+def test_full_tuning_takes_videomae_randaugment():
+    """VideoMAE's run_class_finetuning.py --aa default, not the APT scripts' lighter policy."""
+    for ds in ("ucf101", "hmdb51", "ssv2"):
+        assert resolved(CONFIGS / ds / "vit_b_full.yaml")["data.rand_augment"] == "rand-m7-n4-mstd0.5-inc1"
