@@ -61,7 +61,7 @@ def main() -> None:
     p.add_argument("--arch", choices=["vit", "cnn3d"], default="vit")
     p.add_argument("--model", default="videomae-demo")
     p.add_argument("--checkpoint", default=None, help="start from these weights (default: random init)")
-    p.add_argument("--head-init-scale", type=float, default=None, help="ViTConfig.init_scale (VideoMAE: 0.001)")
+    p.add_argument("--head-init-scale", type=float, default=None, help="VideoMAEConfig.init_scale (VideoMAE: 0.001)")
     p.add_argument("--no-fc-norm", action="store_true", help="drop the LayerNorm on the pooled features")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--lr", type=float, default=5e-4)

@@ -94,7 +94,7 @@ class PlainViT(nn.Module):
 
 
 def plain_from_aptune(model) -> PlainViT:
-    """A PlainViT with `model`'s weights (an aptune VisionTransformer, base or APT), in eval mode,
+    """A PlainViT with `model`'s weights (an aptune VideoMAEViT, base or APT), in eval mode,
     with the backbone frozen and the prompts, scales, fc_norm and head trainable (APT's set).
     The position table is copied for the model's configured clip size."""
     name = model.tuning.name if model.tuning is not None else None
