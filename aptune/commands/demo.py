@@ -14,8 +14,8 @@ def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="a tiny run (few clips, 1 epoch, 3 methods) to check the setup")
     p.add_argument("--epochs", type=int, default=None, help="epochs per method (linear probing keeps its own)")
     p.add_argument("--seeds", type=int, default=None,
-                   help="training seeds of every row that decides a comparison (default 3; the random-init and "
-                        "full-tuning reference rows keep 1)")
+                   help="training seeds of every row that decides a comparison (default 2; 3 take about 1.4x as "
+                        "long); the random-init and full-tuning reference rows keep 1")
     p.add_argument("--num-train", type=int, default=None, help="training videos")
     p.add_argument("--num-test", type=int, default=None, help="test videos")
     p.add_argument("--methods", default=None,
