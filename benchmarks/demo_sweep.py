@@ -60,7 +60,7 @@ def main() -> None:
         if args.epochs < 1:
             raise SystemExit(f"--epochs must be at least 1, got {args.epochs}")
         cfg = replace(cfg, epochs=args.epochs)
-    rows = cfg.rows + extra_rows()                     # LoRA (8) too: the recorded sweeps have it
+    rows = cfg.rows + extra_rows()                     # the rows the default table leaves out too
     if args.rows:
         want = [r.strip() for r in args.rows.split(",")]
         unknown = set(want) - {r.label for r in rows}

@@ -6,15 +6,19 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+import aptune.commands.demo as command
 from aptune import count_parameters, create_model, get_config
+from aptune.cli import main
 from aptune.config import Config
 from aptune.demo import (
     DemoConfig,
     DemoRow,
+    all_rows,
     default_rows,
     demo_checkpoint,
     demo_datasets,
     ensure_dataset,
+    extra_rows,
     run_demo,
     train_seed,
 )
@@ -108,8 +112,8 @@ def test_quick_demo_results_schema_seeds_and_overall_progress(tmp_path, capsys):
         assert 0 <= low <= r["top1"] <= high <= 100
         for top1 in r["top1_seeds"]:         # top-1 over 12 videos is a whole number of videos, for every seed
             assert abs(top1 * 12 / 100 - round(top1 * 12 / 100)) < 1e-6
-    # seeds: 2 for the rows that decide a comparison, 1 for full tuning; the row's numbers are the seeds' runs
-    assert {r["name"]: r["seeds"] for r in saved["rows"]} == {"Linear probing": [0, 1], "APT (16)": [0, 1],
+    # seeds: 3 for the rows that decide a comparison, 1 for full tuning; the row's numbers are the seeds' runs
+    assert {r["name"]: r["seeds"] for r in saved["rows"]} == {"Linear probing": [0, 1, 2], "APT (16)": [0, 1, 2],
                                                              "Full fine-tuning": [0]}
     for r in saved["rows"]:
         runs = sorted(d for d in (tmp_path / "demo" / "runs").glob(f"{r['name'].lower().split(' ')[0]}*/seed_*")
@@ -147,3 +151,17 @@ def test_quick_demo_results_schema_seeds_and_overall_progress(tmp_path, capsys):
     lines = [ln for ln in err.splitlines() if ln.startswith("aptune demo: ")]
     assert lines and lines[-1].startswith("aptune demo: 7/7 run (100%)"), lines
     assert "aptune demo: 1/7 run" in err and "ETA" in err
+
+
+def test_demo_methods_select_rows_in_table_order(monkeypatch):
+    # the default table, --methods all (every row, the three left out too), one method's rows, a bad name
+    ran = []
+    monkeypatch.setattr(command, "run_demo", lambda cfg: ran.append([r.label for r in cfg.rows]))
+    every = [r.label for r in all_rows()]
+    assert main(["demo"]) == 0 and ran[-1] == [r.label for r in default_rows()] == [
+        "Linear probing", "Linear probing (random init)", "VPT-deep (32)", "AdaptFormer (16)", "APT (16)",
+        "Full fine-tuning"]
+    assert {r.label for r in extra_rows()} == {"APT (64)", "Approx. prompt (16)", "LoRA (8)"}
+    assert main(["demo", "--methods", "all"]) == 0 and ran[-1] == every and len(every) == 9
+    assert main(["demo", "--methods", "full,apt"]) == 0 and ran[-1] == ["APT (16)", "APT (64)", "Full fine-tuning"]
+    assert main(["demo", "--methods", "apt,nope"]) == 2 and len(ran) == 3

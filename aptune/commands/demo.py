@@ -1,7 +1,7 @@
 """`aptune demo`: the embedded end-to-end demo (what `make demo` runs)."""
 from __future__ import annotations
 
-from ..demo import DemoConfig, extra_rows, run_demo
+from ..demo import DemoConfig, all_rows, run_demo
 from ..errors import ConfigError
 from ..methods import list_methods
 
@@ -14,13 +14,15 @@ def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="a tiny run (few clips, 1 epoch, 3 methods) to check the setup")
     p.add_argument("--epochs", type=int, default=None, help="epochs per method (linear probing keeps its own)")
     p.add_argument("--seeds", type=int, default=None,
-                   help="training seeds of every row that decides a comparison (default 2; 3 take about 1.4x as "
-                        "long); the random-init and full-tuning reference rows keep 1")
+                   help="training seeds of every row that decides a comparison (default 3); the random-init "
+                        "and full-tuning reference rows keep 1")
     p.add_argument("--num-train", type=int, default=None, help="training videos")
     p.add_argument("--num-test", type=int, default=None, help="test videos")
     p.add_argument("--methods", default=None,
-                   help="comma-separated method names to run (e.g. linear,apt,full; lora adds the LoRA (8) row, "
-                        "which the standard table leaves out); default: every row of the table")
+                   help="comma-separated method names to run, each with all its rows (e.g. linear,apt,full: apt "
+                        "runs APT (16) and APT (64)); 'all': every row, also the three that the default table leaves "
+                        "out (APT (64), Approx. prompt (16), LoRA (8); about 17 min on 2 cores); default: the "
+                        "default table")
     p.add_argument("--checkpoint", default=None, help="backbone checkpoint (default: the embedded one)")
     p.add_argument("--jobs", type=int, default=None,
                    help="training runs at a time, each in its own process (default: the CPU cores; 1: in this process)")
@@ -45,12 +47,12 @@ def run(args) -> int:
     known = set(list_methods())
     if args.methods:
         keep = {m.strip() for m in args.methods.split(",") if m.strip()}
-        offered = cfg.rows + ([] if args.quick else extra_rows())
-        unknown = keep - {r.method for r in offered}
+        offered = cfg.rows if args.quick else all_rows()
+        unknown = keep - {r.method for r in offered} - {"all"}
         if unknown:
             raise ConfigError(f"--methods: {sorted(unknown)} not in the demo; it runs "
-                             f"{sorted({r.method for r in offered})}")
-        cfg.rows = [r for r in offered if r.method in keep]
+                             f"{sorted({r.method for r in offered})} (or 'all')")
+        cfg.rows = [r for r in offered if r.method in keep or "all" in keep]
     cfg.rows = [r for r in cfg.rows if r.method in known]     # methods this install registers
     run_demo(cfg)
     return 0
