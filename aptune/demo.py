@@ -70,7 +70,8 @@ def all_rows(quick: bool = False) -> list[DemoRow]:
     probing trains on cached features, cheaply, for longer: more epochs can only help it, so the gap to
     full tuning is not flattered. The rows with `default=False` are left out of `make demo` so that every
     row that decides a comparison trains 3 seeds within the 15 minutes (issue 27: seeds, not rows);
-    `aptune demo --methods all` runs them too (17 minutes on 2 cores, docs/demo/seeds3/). They are APT (64)
+    `aptune demo --methods all` runs them too (about 21 minutes on 2 cores; the eight rows without LoRA took
+    17.1, docs/demo/seeds3/). They are APT (64)
     (more prompts: level with APT (16) in that run), Approximated PT (the other adapter-like row beside
     AdaptFormer, and the costliest to pin down: its seeds spread over 10 points) and LoRA (8) (not a method
     of the paper's tables)."""
