@@ -20,9 +20,9 @@ def add_arguments(p) -> None:
     p.add_argument("--num-test", type=int, default=None, help="test videos")
     p.add_argument("--methods", default=None,
                    help="comma-separated method names to run, each with all its rows (e.g. linear,apt,full: apt "
-                        "runs APT (16) and APT (64)); 'all': every row, also the three that the default table leaves "
-                        "out (APT (64), Approx. prompt (16), LoRA (8); about 21 min on 2 cores); default: the "
-                        "default table")
+                        "runs APT (16) and APT (64)); 'all': every row, also the three that make demo leaves out "
+                        "(APT (64), Approx. prompt (16), LoRA (8); about 21 min on 2 cores); default: the "
+                        "table of make demo")
     p.add_argument("--checkpoint", default=None, help="backbone checkpoint (default: the embedded one)")
     p.add_argument("--jobs", type=int, default=None,
                    help="training runs at a time, each in its own process (default: the CPU cores; 1: in this process)")
