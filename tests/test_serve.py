@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -227,6 +228,36 @@ def test_a_request_gone_while_it_waits_is_dropped_and_the_batcher_goes_on():
     assert kept.result(10).logits["kept"].shape == (1, 2)
     b.close(10)
     assert seen == [["kept"]] and b.stats["requests"] == 1
+
+
+def test_past_max_in_flight_a_request_gets_503_with_retry_after_and_the_server_goes_on(files):
+    """One upload held half-sent keeps the only slot: the next request is told to retry (503, Retry-After),
+    and once the slow client goes the server answers again."""
+    mt = load_adapters({"apt": files["dirs"]["apt"]}, checkpoint=files["ckpt"])
+    srv = Server(mt, Settings(**VIEWS, max_in_flight=1), port=0, log_level="warning").start()
+    try:
+        host, port = srv.url.split("//")[1].split(":")
+        slow = socket.create_connection((host, int(port)), timeout=30)
+        slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\n"
+                     b"Content-Length: 100000\r\n\r\n" + b"\0" * 1000)
+        deadline = time.monotonic() + 30
+        while call(f"{srv.url}/health")[1]["in_flight"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        req = urllib.request.Request(f"{srv.url}/predict", files["video"].read_bytes(), {"Content-Type": "video/mp4"})
+        with pytest.raises(urllib.error.HTTPError) as busy:
+            urllib.request.urlopen(req, timeout=60)
+        assert busy.value.code == 503 and busy.value.headers["Retry-After"] == "1"
+        assert "--max-in-flight 1" in json.loads(busy.value.read())["error"]
+        slow.close()
+        while call(f"{srv.url}/health")[1]["in_flight"] > 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        status, body = post_video(srv.url, files["video"])
+        assert status == 200 and set(body["tasks"]) == {"apt"}
+        assert call(f"{srv.url}/health")[1]["answered"]["503"] == 1
+    finally:
+        srv.stop()
 
 
 # ---- the command -------------------------------------------------------------------------------------

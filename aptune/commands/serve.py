@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="clips (views x tasks) per forward")
     p.add_argument("--max-mb", type=float, default=d.max_bytes / 2 ** 20, help="largest request body in MiB")
     p.add_argument("--decode-threads", type=int, default=d.decode_threads, help="videos decoded at once")
+    p.add_argument("--max-in-flight", type=int, default=d.max_in_flight,
+                   help="prediction requests served at once; one more is answered 503 with Retry-After: 1")
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch threads of the model (default: torch's, one per core; 1 on a busy shared machine)")
     p.add_argument("--graceful-timeout", type=float, default=30.0,
@@ -53,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     tasks = adapters(args.adapter)
     for name, value in (("--clips", args.clips), ("--crops", args.crops), ("--max-batch", args.max_batch),
-                        ("--decode-threads", args.decode_threads), ("--threads", args.threads or 1)):
+                        ("--decode-threads", args.decode_threads), ("--threads", args.threads or 1),
+                        ("--max-in-flight", args.max_in_flight)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
     if args.threads:
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_mb <= 0 or args.batch_window_ms < 0:
         raise ConfigError("--max-mb must be > 0 and --batch-window-ms >= 0")
     settings = Settings(clips=args.clips, crops=args.crops, max_bytes=int(args.max_mb * 2 ** 20),
-                        window_ms=args.batch_window_ms, max_batch=args.max_batch, decode_threads=args.decode_threads)
+                        window_ms=args.batch_window_ms, max_batch=args.max_batch, decode_threads=args.decode_threads,
+                        max_in_flight=args.max_in_flight)
     mt = load_adapters(tasks, checkpoint=args.checkpoint, allow_other_backbone=args.allow_other_backbone,
                        device=args.device)
     server = Server(mt, settings, host=args.host, port=args.port, log_level=args.log_level,
@@ -104,6 +108,6 @@ def summary(server) -> None:
     print(f"  views: {s.clips} clip(s) x {s.crops} crop(s) of {c['num_frames']} frames at {c['img_size']} px, "
           f"{c['sampling']} sampling (stride {c['sampling_rate']})")
     print(f"  batching: up to {s.max_batch} clips per forward, {s.window_ms:g} ms window; bodies up to "
-          f"{s.max_bytes / 2 ** 20:g} MiB; {torch.get_num_threads()} torch thread(s), {s.decode_threads} decode "
-          "thread(s)")
+          f"{s.max_bytes / 2 ** 20:g} MiB, {s.max_in_flight} requests at once (then 503); "
+          f"{torch.get_num_threads()} torch thread(s), {s.decode_threads} decode thread(s)")
     print(f"listening on {server.url} (POST /predict, GET /tasks, GET /health); SIGTERM or Ctrl-C stops", flush=True)

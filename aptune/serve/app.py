@@ -7,8 +7,10 @@
 
 Every error is JSON `{"error": "one line"}` with a 4xx status (400 bad query or empty body, 404/405
 unknown route, 413 too large, 415 not a video), 500 for a failure inside the model (the server stays
-up: the traceback goes to the log) or 503 while shutting down. Decoding and the model run in threads,
-so the event loop keeps accepting requests; requests waiting together share one forward (batcher.py).
+up: the traceback goes to the log), 503 while shutting down, and 503 with `Retry-After` when
+`max_in_flight` requests are already being served (back-pressure: the client retries, memory stays
+bounded). Decoding and the model run in threads, so the event loop keeps accepting requests; requests
+waiting together share one forward (batcher.py).
 Imported only by `Server` (FastAPI is an optional dependency).
 """
 from __future__ import annotations
@@ -36,9 +38,9 @@ NOT_VIDEO = ("text/", "application/json")
 def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="aptune serve", version=__version__, docs_url=None, redoc_url=None)
 
-    def error(status: int, message: str) -> JSONResponse:
+    def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
         service.answered[status] = service.answered.get(status, 0) + 1
-        return JSONResponse({"error": message}, status_code=status)
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc):
@@ -58,6 +60,10 @@ def create_app(service: Service) -> FastAPI:
 
     @app.post("/predict")
     async def predict(request: Request):
+        limit = service.settings.max_in_flight
+        if service.in_flight >= limit:            # checked and counted with no await between: one event loop
+            return error(503, f"busy: {service.in_flight} requests in flight, the most this server takes "
+                              f"(--max-in-flight {limit}); retry later", {"Retry-After": "1"})
         service.in_flight += 1
         try:
             body = await predict_body(service, request)

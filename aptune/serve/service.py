@@ -41,6 +41,8 @@ class Settings:
     max_batch: int = 32              # clips (views x tasks) per forward
     decode_threads: int = 2          # videos decoded at once
     topk: int = 5                    # top classes per task unless ?topk= says otherwise
+    max_in_flight: int = 64          # /predict requests at once (reading, decoding, waiting, running); one more
+                                     # gets 503 with Retry-After, so a burst cannot hold max_bytes each without end
 
 
 def recorded_clip(mt: MultiTaskModel) -> dict:
@@ -61,7 +63,8 @@ class Service:
     def __init__(self, mt: MultiTaskModel, settings: Settings | None = None):
         self.mt, self.settings = mt.eval(), settings or Settings()
         s = self.settings
-        if min(s.clips, s.crops, s.max_bytes, s.max_batch, s.decode_threads, s.topk) < 1 or s.window_ms < 0:
+        counts = (s.clips, s.crops, s.max_bytes, s.max_batch, s.decode_threads, s.topk, s.max_in_flight)
+        if min(counts) < 1 or s.window_ms < 0:
             raise ValueError(f"settings out of range: {s}")
         self.clip = recorded_clip(mt)
         self.batcher = Batcher(mt, s.window_ms / 1000, s.max_batch, next(mt.backbone.parameters()).device)
