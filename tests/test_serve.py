@@ -78,6 +78,14 @@ def post_video(url, path, query="", content_type="video/mp4"):
     return call(f"{url}/predict{query}", path.read_bytes(), {"Content-Type": content_type})
 
 
+def wait_for_health(url, ready, timeout=60.0):
+    """Poll GET /health until `ready(its JSON)` holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ready(call(f"{url}/health")[1]):
+        assert time.monotonic() < deadline, f"/health never got there in {timeout:g} s"
+        time.sleep(0.02)
+
+
 def own_scores(files, task, video):
     """The task's own model (load_adapter) on the test views of `video`: {class: mean softmax over views}."""
     net = aptune.load_adapter(files["dirs"][task], checkpoint=files["ckpt"]).eval()
@@ -240,19 +248,14 @@ def test_past_max_in_flight_a_request_gets_503_with_retry_after_and_the_server_g
         slow = socket.create_connection((host, int(port)), timeout=30)
         slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\n"
                      b"Content-Length: 100000\r\n\r\n" + b"\0" * 1000)
-        deadline = time.monotonic() + 30
-        while call(f"{srv.url}/health")[1]["in_flight"] < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for_health(srv.url, lambda h: h["in_flight"] == 1)
         req = urllib.request.Request(f"{srv.url}/predict", files["video"].read_bytes(), {"Content-Type": "video/mp4"})
         with pytest.raises(urllib.error.HTTPError) as busy:
             urllib.request.urlopen(req, timeout=60)
         assert busy.value.code == 503 and busy.value.headers["Retry-After"] == "1"
         assert "--max-in-flight 1" in json.loads(busy.value.read())["error"]
         slow.close()
-        while call(f"{srv.url}/health")[1]["in_flight"] > 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for_health(srv.url, lambda h: h["in_flight"] == 0)
         status, body = post_video(srv.url, files["video"])
         assert status == 200 and set(body["tasks"]) == {"apt"}
         assert call(f"{srv.url}/health")[1]["answered"]["503"] == 1
@@ -284,10 +287,7 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(files):
         answer = {}
         client = threading.Thread(target=lambda: answer.update(r=post_video(url, files["video"])))
         client.start()
-        deadline = time.monotonic() + 60
-        while call(f"{url}/health")[1]["waiting"] < 1:            # decoded, waiting in the window
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for_health(url, lambda h: h["waiting"] >= 1)        # decoded, waiting in the window
         proc.send_signal(signal.SIGTERM)
         client.join(60)
         assert proc.wait(60) == 0
